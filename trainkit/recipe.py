@@ -1,0 +1,344 @@
+"""Recipes: one typed schema per section, YAML loading with `base:` inheritance,
+dotted command-line overrides, a canonical dump and a hash.
+
+What a run trains (model, data, augment, loss, optim, schedule, train) is kept
+apart from how it executes (runtime). The loaded recipe is never mutated:
+derived values live in :class:`trainkit.plan.Plan`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .config import RecipeError, from_dict, to_dict
+
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "resnet20_cifar"          # any timm architecture or one registered in trainkit.models
+    pretrained: str | None = None         # a local .pt/.pth/.safetensors state dict (zoo ids: see zoo/)
+    num_classes: int | None = None        # null: the data set's class count
+    in_chans: int | None = None           # null: the data set's natural channels (1 grey, 3 RGB)
+    drop_rate: float | None = None        # dropout before the classifier
+    drop_path_rate: float | None = None   # stochastic depth, for models that support it
+    kwargs: dict = field(default_factory=dict)  # passed to timm.create_model as they are
+
+    def check(self, key: str) -> None:
+        for name, value in (("drop_rate", self.drop_rate), ("drop_path_rate", self.drop_path_rate)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise RecipeError(f"{key}.{name}: must be in [0, 1), got {value}")
+        if self.in_chans is not None and self.in_chans not in (1, 3):
+            raise RecipeError(f"{key}.in_chans: images convert to 1 (grey) or 3 (RGB) channels, got {self.in_chans}")
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    """Eval preprocessing; saved in every checkpoint so evaluation reproduces it."""
+    size: int = 32                        # final square side, px
+    crop_pct: float = 1.0                 # resize the short side to size / crop_pct, then centre-crop
+    interpolation: Interpolation = "bilinear"
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+    def check(self, key: str) -> None:
+        if self.size < 1:
+            raise RecipeError(f"{key}.size: must be >= 1 px, got {self.size}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise RecipeError(f"{key}.crop_pct: must be in (0, 1], got {self.crop_pct}")
+        if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
+            raise RecipeError(f"{key}.mean/std: need 1 or 3 values each, got {self.mean} and {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise RecipeError(f"{key}.std: must be positive, got {self.std}")
+
+
+DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    name: Literal["imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist"] = "imagefolder"
+    root: str | None = None               # imagefolder: folder with train/ and val/ or test/
+    download: bool = False                # torchvision sets only; needs internet
+    holdout_fraction: float = 0.1         # carved from train when there is no val split; 0: validate on test
+    holdout_seed: int = 0
+    on_corrupt: Literal["skip", "error"] = "error"   # skip (and count) or fail naming the file
+    in_memory: bool | Literal["auto"] = "auto"        # decode once into uint8 tensors (fast path)
+    in_memory_max_mb: int = 4096          # "auto" uses the fast path below this decoded size
+    limit_train: int | None = None        # seeded subset of train (smoke runs, tests)
+    limit_eval: int | None = None         # seeded subset of val/test
+    train_size: int | None = None         # training resolution, px; null: eval.size
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+    def check(self, key: str) -> None:
+        if self.name == "imagefolder" and not self.root:
+            raise RecipeError(f"{key}.root: required for data.name=imagefolder (a folder with train/ and val/ or test/)")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise RecipeError(f"{key}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
+        for name in ("limit_train", "limit_eval", "train_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RecipeError(f"{key}.{name}: must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    """Training augmentation. Every step here also exists as a batched tensor op (fast path)."""
+    crop: Literal["none", "pad", "random_resized"] = "none"
+    pad_px: int = 4                       # crop: pad -> pad by this much, random crop back
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])       # random_resized
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])    # random_resized
+    hflip: float = 0.0                    # probability
+
+    def check(self, key: str) -> None:
+        if not 0.0 <= self.hflip <= 1.0:
+            raise RecipeError(f"{key}.hflip: a probability in [0, 1], got {self.hflip}")
+        if self.pad_px < 0:
+            raise RecipeError(f"{key}.pad_px: must be >= 0, got {self.pad_px}")
+        for name in ("scale", "ratio"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+                raise RecipeError(f"{key}.{name}: expected [low, high] with 0 < low <= high, got {lo_hi}")
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    name: Literal["ce", "bce"] = "ce"
+    label_smoothing: float = 0.0
+
+    def check(self, key: str) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise RecipeError(f"{key}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    name: str = "sgd"                     # sgd, adamw, or any optimizer name timm's factory knows
+    lr: float = 0.1                       # per lr_ref_batch images; scaled linearly to global_batch
+    lr_ref_batch: int = 256
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    no_decay_norm_bias: bool = True       # no weight decay on norm and bias parameters
+    betas: list[float] | None = None
+    eps: float | None = None
+    clip_grad_norm: float | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    def check(self, key: str) -> None:
+        from timm.optim import list_optimizers
+
+        known = set(list_optimizers()) | {"sgd"}
+        if self.name.lower() not in known:
+            import difflib
+            close = difflib.get_close_matches(self.name.lower(), sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see timm.optim.list_optimizers()"
+            raise RecipeError(f"{key}.name: unknown optimizer {self.name!r}{hint}")
+        if self.lr <= 0 or self.lr_ref_batch < 1:
+            raise RecipeError(f"{key}.lr and {key}.lr_ref_batch: must be positive, got {self.lr} and {self.lr_ref_batch}")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            raise RecipeError(f"{key}.clip_grad_norm: must be positive or null, got {self.clip_grad_norm}")
+
+
+@dataclass(frozen=True)
+class ScheduleCfg:
+    name: Literal["cosine", "linear", "step", "multistep", "onecycle", "constant"] = "cosine"
+    epochs: int = 10
+    warmup_epochs: float = 0.0            # linear warmup from warmup_start_factor * lr
+    warmup_start_factor: float = 0.01
+    min_lr_factor: float = 0.0            # cosine/linear floor, as a fraction of lr
+    step_epochs: float = 30.0             # step: decay by gamma every step_epochs
+    milestones: list[float] = field(default_factory=list)  # multistep: epochs at which to decay
+    gamma: float = 0.1
+    onecycle_pct_start: float = 0.25      # onecycle: fraction of training spent rising
+
+    def check(self, key: str) -> None:
+        if self.epochs < 1:
+            raise RecipeError(f"{key}.epochs: must be >= 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise RecipeError(f"{key}.warmup_epochs: must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.name == "onecycle" and self.warmup_epochs:
+            raise RecipeError(f"{key}.warmup_epochs: onecycle warms up by itself (onecycle_pct_start); set warmup_epochs: 0")
+        if self.name == "multistep" and not self.milestones:
+            raise RecipeError(f"{key}.milestones: multistep needs at least one milestone epoch")
+        if list(self.milestones) != sorted(self.milestones):
+            raise RecipeError(f"{key}.milestones: must be increasing, got {self.milestones}")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    global_batch: int = 256               # images per optimizer step, over all processes
+    precision: Literal["fp32", "bf16", "fp16", "amp"] = "fp32"  # amp: fp16 on CUDA, bf16 on CPU
+    seed: int = 0
+    deterministic: bool = False           # bit-reproducible runs (slower kernels on CUDA)
+    eval_every_epochs: int = 1
+    best_metric: Literal["top1", "loss"] = "top1"
+
+    def check(self, key: str) -> None:
+        if self.global_batch < 1 or self.eval_every_epochs < 1:
+            raise RecipeError(f"{key}.global_batch and {key}.eval_every_epochs: must be >= 1")
+
+
+@dataclass(frozen=True)
+class RuntimeCfg:
+    """How the run executes; changing these must not change what is trained."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    per_device_batch: int | None = None   # null: global_batch / world size (no accumulation)
+    eval_batch: int | None = None         # null: 2 x per_device_batch
+    workers: int = 2                      # DataLoader worker processes (per-sample path)
+    pin_memory: bool | Literal["auto"] = "auto"   # auto: on with CUDA
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    drop_last: bool = True                # drop the last incomplete training batch
+    channels_last: bool = False
+    compile: bool = False                 # torch.compile the model
+    sync_batchnorm: bool = False          # DDP: BatchNorm statistics over all processes
+    cudnn_benchmark: bool = True          # CUDA only; off when train.deterministic
+    threads: int | None = None            # torch intra-op threads; null: torch's default
+    log_every_steps: int = 50             # the loss is read (a host sync) only this often
+    progress: bool | Literal["auto"] = "auto"  # auto: a bar only on a terminal
+    out_dir: str = "runs"
+    run_name: str | None = None           # null: <recipe name>-<timestamp>
+
+    def check(self, key: str) -> None:
+        for name in ("per_device_batch", "eval_batch", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RecipeError(f"{key}.{name}: must be >= 1 or null, got {value}")
+        if self.workers < 0 or self.prefetch_factor < 1 or self.log_every_steps < 1:
+            raise RecipeError(f"{key}: workers >= 0, prefetch_factor >= 1 and log_every_steps >= 1 are required")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    description: str = ""
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+
+    def check(self, key: str) -> None:
+        size = self.data.train_size or self.data.eval.size
+        if self.augment.crop == "pad" and self.augment.pad_px >= size:
+            raise RecipeError(f"augment.pad_px: {self.augment.pad_px} px must be smaller than the image ({size} px)")
+        if self.model.in_chans is not None and len(self.data.eval.mean) not in (1, self.model.in_chans):
+            raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for model.in_chans={self.model.in_chans}")
+
+
+# ---------------------------------------------------------------- loading
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {path}") from None
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise RecipeError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """Mappings merge key by key; anything else (lists included) in ``top`` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_tree(path: Path, _stack: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe file and its `base:` files (relative to it), merged in order."""
+    path = path.resolve()
+    if path in _stack:
+        chain = " -> ".join(p.name for p in (*_stack, path))
+        raise RecipeError(f"base cycle: {chain}")
+    data = _read_yaml(path)
+    bases = data.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(f"{path}: base: must be a path or a list of paths, got {bases!r}")
+    merged: dict = {}
+    for rel in bases:
+        base_path = path.parent / rel
+        if not base_path.is_file():
+            raise RecipeError(f"base file not found: {base_path} (named in {path})")
+        merged = deep_merge(merged, load_tree(base_path, (*_stack, path)))
+    return deep_merge(merged, data)
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings; values are parsed as YAML scalars (0.05, true, null, [1, 2])."""
+    out = copy.deepcopy(tree)
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        if not sep or not dotted or any(not part for part in dotted.split(".")):
+            raise RecipeError(f"override {item!r}: expected key.path=value, e.g. optim.lr=0.05")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise RecipeError(f"override {item!r}: value is not valid YAML") from None
+        node = out
+        *parents, leaf = dotted.split(".")
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RecipeError(f"override {item!r}: {'.'.join(parents[: i + 1])} is not a section")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def parse_recipe(tree: dict) -> Recipe:
+    return from_dict(Recipe, tree, "")
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Load, merge, override and validate a recipe file. Raises RecipeError on any problem."""
+    return parse_recipe(apply_overrides(load_tree(Path(path)), list(overrides)))
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    return to_dict(recipe)
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_dict(recipe), sort_keys=False, default_flow_style=None)
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Short hash of the fully resolved recipe (defaults included); runtime keys excluded
+    because they must not change what is trained."""
+    trained = {k: v for k, v in recipe_dict(recipe).items() if k != "runtime"}
+    blob = json.dumps(trained, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def recipe_from_checkpoint(data: dict[str, Any]) -> Recipe:
+    return parse_recipe(data)
