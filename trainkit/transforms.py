@@ -1,0 +1,145 @@
+"""Image preprocessing and augmentation.
+
+Both serving paths produce uint8 CHW tensors; normalisation (and, on the
+in-memory path, the random augmentation) happens on whole batches on the
+training device. Random steps exist twice, as a per-sample PIL transform and
+as a batched tensor op, with the same semantics, so one recipe means the same
+thing on either path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from .recipe import AugmentCfg, EvalCfg
+
+INTERPOLATION = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
+                 "bicubic": InterpolationMode.BICUBIC}
+BATCHED_CROPS = ("none", "pad")     # crops the in-memory path can do on whole batches
+
+
+def to_channels(img: Image.Image, chans: int) -> Image.Image:
+    """Convert any PIL mode (L, LA, P, RGBA, CMYK, I;16, ...) to grey (1) or RGB (3).
+
+    Transparent pixels are composited onto white rather than dropping alpha,
+    which would expose whatever colour the transparent pixels happen to hold.
+    """
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr / max(arr.max(), 1.0) * 255.0, 0, 255).astype(np.uint8))
+    return img.convert("L" if chans == 1 else "RGB")
+
+
+def array_to_pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr)
+
+
+def pil_to_uint8(img: Image.Image) -> torch.Tensor:
+    """PIL -> uint8 [C, H, W] tensor."""
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def resize_size(cfg: EvalCfg) -> int:
+    """Short side before the centre crop (timm's convention: size / crop_pct, floored)."""
+    return int(math.floor(cfg.size / cfg.crop_pct))
+
+
+def eval_transform(cfg: EvalCfg) -> T.Compose:
+    """Deterministic eval preprocessing on a PIL image: resize short side, centre crop."""
+    return T.Compose([T.Resize(resize_size(cfg), interpolation=INTERPOLATION[cfg.interpolation], antialias=True),
+                      T.CenterCrop(cfg.size)])
+
+
+def train_base_transform(size: int, interpolation: str) -> T.Compose:
+    """The deterministic part of training preprocessing: bring the image to ``size`` px."""
+    return T.Compose([T.Resize(size, interpolation=INTERPOLATION[interpolation], antialias=True),
+                      T.CenterCrop(size)])
+
+
+def train_sample_transform(aug: AugmentCfg, size: int, interpolation: str) -> T.Compose:
+    """Per-sample (PIL) training transform; random crops then flip."""
+    if aug.crop == "random_resized":
+        steps = [T.RandomResizedCrop(size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+                                     interpolation=INTERPOLATION[interpolation], antialias=True)]
+    else:
+        steps = [train_base_transform(size, interpolation)]
+        if aug.crop == "pad" and aug.pad_px:
+            steps.append(T.RandomCrop(size, padding=aug.pad_px, fill=0))
+    if aug.hflip:
+        steps.append(T.RandomHorizontalFlip(aug.hflip))
+    return T.Compose(steps)
+
+
+def batched_supported(aug: AugmentCfg) -> bool:
+    return aug.crop in BATCHED_CROPS
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """Random augmentation of a whole uint8 batch [B, C, H, W] on its own device.
+
+    Random parameters are drawn on the CPU from the caller's generator, so the
+    result is the same on CPU and GPU and reproducible from (seed, epoch, step).
+    """
+    pad_px: int = 0
+    hflip: float = 0.0
+
+    @classmethod
+    def from_cfg(cls, aug: AugmentCfg) -> "BatchAugment":
+        if not batched_supported(aug):
+            raise ValueError(f"augment.crop={aug.crop} has no batched form")
+        return cls(pad_px=aug.pad_px if aug.crop == "pad" else 0, hflip=aug.hflip)
+
+    @property
+    def active(self) -> bool:
+        return self.pad_px > 0 or self.hflip > 0
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        if self.pad_px:
+            p = self.pad_px
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
+            dx = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
+            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            batch = torch.arange(b, device=x.device)[:, None, None, None]
+            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[batch, chans, rows, cols]
+        if self.hflip:
+            flip = (torch.rand(b, generator=gen) < self.hflip).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+
+class Normalize(torch.nn.Module):
+    """uint8 batch -> float, (x / 255 - mean) / std, in one fused affine on the device."""
+
+    def __init__(self, mean: list[float], std: list[float], chans: int):
+        super().__init__()
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        std_t = torch.tensor(std, dtype=torch.float32)
+        if len(mean_t) == 1 and chans > 1:
+            mean_t, std_t = mean_t.repeat(chans), std_t.repeat(chans)
+        if len(mean_t) != chans:
+            raise ValueError(f"data.eval.mean has {len(mean_t)} values for {chans}-channel images")
+        self.register_buffer("scale", (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", (-mean_t / std_t).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
