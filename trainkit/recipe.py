@@ -35,6 +35,9 @@ class ModelCfg:
     kwargs: dict = field(default_factory=dict)  # passed to timm.create_model as they are
 
     def check(self, key: str) -> None:
+        from .build import check_model_name  # late: building imports timm's model registry
+
+        check_model_name(self.name, f"{key}.name")
         for name, value in (("drop_rate", self.drop_rate), ("drop_path_rate", self.drop_path_rate)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise RecipeError(f"{key}.{name}: must be in [0, 1), got {value}")
@@ -329,7 +332,7 @@ def recipe_dict(recipe: Recipe) -> dict:
 
 
 def recipe_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe_dict(recipe), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(recipe_dict(recipe), sort_keys=False, default_flow_style=False)
 
 
 def recipe_hash(recipe: Recipe) -> str:

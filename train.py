@@ -1,0 +1,107 @@
+"""Train any recipe: ``python train.py recipes/x.yaml [key.path=value ...]``.
+
+Also ``--resume <run folder or checkpoint>`` and ``--print`` (resolved recipe and
+plan, no training). Works the same under ``torchrun --nproc_per_node N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from trainkit.checkpoint import load_checkpoint, resolve_checkpoint
+from trainkit.cli import log_to_file, one_line_errors, setup_logging
+from trainkit.config import RecipeError
+from trainkit.distributed import cleanup, init_distributed
+from trainkit.metrics import format_metrics
+from trainkit.recipe import apply_overrides, load_recipe, parse_recipe, recipe_yaml
+from trainkit.trainer import Trainer, plan_for, prepare_data, run_folder, seed_everything, write_run_header
+
+log = logging.getLogger("trainkit")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("items", nargs="*", metavar="RECIPE [key=value ...]",
+                   help="a recipe YAML file, then dotted overrides such as optim.lr=0.05")
+    p.add_argument("--resume", metavar="PATH", help="run folder (its last.pt) or checkpoint to continue from")
+    p.add_argument("--print", action="store_true", dest="print_only",
+                   help="print the resolved recipe and plan, then exit without training")
+    args = p.parse_args(argv)
+    items = list(args.items)
+    args.recipe = items.pop(0) if items and "=" not in items[0] else None
+    args.overrides = items
+    if args.recipe is None and not args.resume:
+        p.error("give a recipe file (e.g. recipes/quickstart.yaml) or --resume PATH")
+    return args
+
+
+def load_for_run(args: argparse.Namespace):
+    """The recipe to run and, when resuming, the checkpoint path."""
+    if not args.resume:
+        return load_recipe(args.recipe, args.overrides), None
+    ckpt_path = resolve_checkpoint(args.resume, "last")
+    if args.recipe:
+        return load_recipe(args.recipe, args.overrides), ckpt_path
+    # Resuming without a recipe file: the checkpoint's own resolved recipe.
+    saved = load_checkpoint(ckpt_path)["recipe"]
+    return parse_recipe(apply_overrides(saved, args.overrides)), ckpt_path
+
+
+@one_line_errors
+def main() -> int:
+    args = parse_args(sys.argv[1:])
+    setup_logging()
+    recipe, ckpt_path = load_for_run(args)
+    dist, device = init_distributed(recipe.runtime.device)
+    try:
+        if recipe.runtime.threads:
+            torch.set_num_threads(recipe.runtime.threads)
+        seed_everything(recipe.train.seed, recipe.train.deterministic, device, recipe.runtime.cudnn_benchmark)
+        data = prepare_data(recipe)
+        plan = plan_for(recipe, data, dist, device)
+        if args.print_only:
+            print(recipe_yaml(recipe), end="")
+            print("# plan (derived, not part of the recipe)")
+            print(plan.to_json())
+            return 0
+        if ckpt_path is not None:
+            run_dir = ckpt_path.parent
+        else:
+            run_dir = shared_run_dir(run_folder(args.recipe, recipe.runtime.out_dir, recipe.runtime.run_name), dist)
+        if dist.is_main:
+            write_run_header(run_dir, recipe, plan)
+            log_to_file(run_dir / "train.log")
+        log.info("data: %s (train %d, val %d, test %d images, %d classes)", data.description, plan.train_samples,
+                 plan.val_samples, plan.test_samples, plan.num_classes)
+        log.info("%s", plan.summary_line())
+        log.info("run folder: %s", run_dir)
+        trainer = Trainer(recipe, plan, data, dist, device, run_dir, args.recipe)
+        if ckpt_path is not None:
+            trainer.resume(ckpt_path)
+        summary = trainer.summarize(trainer.fit())
+        if dist.is_main:
+            log.info("test (%s weights): %s", summary["checkpoint"],
+                     format_metrics({k: summary[k] for k in ("top1", "top5", "loss", "ece", "samples")}))
+            log.info("summary: %s", run_dir / "summary.json")
+        return 0
+    finally:
+        cleanup()
+
+
+def shared_run_dir(path: Path, dist) -> Path:
+    """Every rank must write into rank 0's folder (timestamps differ between processes)."""
+    if not dist.enabled:
+        return path
+    import torch.distributed as tdist
+    box = [str(path)]
+    tdist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The training loop. It never sees argv or YAML: only built objects and a plan."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+from .distributed import all_reduce_sum
+from .metrics import ClassificationMeter
+from .progress import progress
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = AUTOCAST_DTYPES[precision]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+class TrainStep:
+    """One training-step path for every precision and accumulation setting.
+
+    ``GradScaler`` is enabled only for fp16; with bf16/fp32 its calls are
+    pass-throughs, so the same code steps the optimizer exactly once per
+    ``accum_steps`` micro-batches whatever the precision.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
+                 *, device: torch.device, precision: str, accum_steps: int, clip_grad_norm: float | None):
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.device, self.precision, self.accum_steps, self.clip = device, precision, accum_steps, clip_grad_norm
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.optimizer_steps = 0
+
+    def micro(self, images: torch.Tensor, targets: torch.Tensor, last_in_step: bool) -> torch.Tensor:
+        """Forward/backward one micro-batch; step the optimizer on the last of a group."""
+        # DDP: all-reduce gradients only on the micro-batch that completes the step.
+        sync = getattr(self.model, "no_sync", None)
+        ctx = contextlib.nullcontext() if last_in_step or sync is None else sync()
+        with ctx:
+            with autocast(self.device, self.precision):
+                loss = self.loss_fn(self.model(images), targets)
+            self.scaler.scale(loss / self.accum_steps).backward()
+        if last_in_step:
+            self.finish()
+        return loss.detach()
+
+    def finish(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.optimizer_steps += 1
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "optimizer_steps": self.optimizer_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.optimizer_steps = int(state["optimizer_steps"])
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    images: int
+    seconds: float
+
+    @property
+    def img_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def sync_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(step: TrainStep, loader: Iterable, *, steps: int, log_every: int,
+                    on_log: Callable[[int, float, float], None], show_progress: bool, desc: str) -> EpochStats:
+    """Run ``steps`` optimizer steps (``steps * accum_steps`` micro-batches) over ``loader``."""
+    step.model.train()
+    accum = step.accum_steps
+    micro_total = min(len(loader), steps * accum)
+    loss_sum = torch.zeros((), device=step.device)   # summed on the device: no host sync per step
+    images, start = 0, time.perf_counter()
+    bar = progress(total=micro_total, desc=desc, enabled=show_progress)
+    for i, (x, y) in enumerate(loader):
+        if i >= micro_total:
+            break
+        last = (i + 1) % accum == 0 or i + 1 == micro_total
+        loss_sum += step.micro(x, y, last)
+        images += len(y)
+        if last and step.optimizer_steps % log_every == 0:
+            loss_now = float(loss_sum) / (i + 1)   # the one host sync, every log_every steps
+            on_log(step.optimizer_steps, loss_now, step.scheduler.lr())
+            bar.set_postfix(loss=f"{loss_now:.4f}", img_s=f"{images / (time.perf_counter() - start):.0f}")
+        bar.update(1)
+    bar.close()
+    sync_device(step.device)
+    seconds = time.perf_counter() - start
+    return EpochStats(float(loss_sum) / max(1, micro_total), images, seconds)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Iterable, *, num_classes: int, device: torch.device, precision: str,
+             loss_fn: Callable | None = None, show_progress: bool = False, desc: str = "eval") -> ClassificationMeter:
+    """Top-1/5, loss, confusion and calibration over ``loader``; reduced over ranks (each sample once)."""
+    model.eval()
+    meter = ClassificationMeter(num_classes)
+    loss_fn = loss_fn or torch.nn.functional.cross_entropy
+    bar = progress(total=len(loader), desc=desc, enabled=show_progress)
+    for x, y in loader:
+        with autocast(device, precision):
+            logits = model(x)
+        meter.update(logits.float(), y, loss_fn(logits.float(), y) * len(y))
+        bar.update(1)
+    bar.close()
+    meter.load_state(all_reduce_sum(meter.state(device)))  # NCCL reduces on the GPU
+    return meter
