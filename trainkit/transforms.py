@@ -112,15 +112,16 @@ class BatchAugment:
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
         if self.pad_px:
+            # Pad once, then two gathers (rows, then columns) with per-sample offsets:
+            # no per-sample Python, and ~2x cheaper than one 4-index advanced index.
             p = self.pad_px
             padded = torch.nn.functional.pad(x, (p, p, p, p))
             dy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
             dx = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
-            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-            batch = torch.arange(b, device=x.device)[:, None, None, None]
-            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-            x = padded[batch, chans, rows, cols]
+            rows = (dy[:, None] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+            x = torch.gather(padded, 2, rows.expand(b, x.shape[1], h, w + 2 * p))
+            cols = (dx[:, None] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+            x = torch.gather(x, 3, cols.expand(b, x.shape[1], h, w))
         if self.hflip:
             flip = (torch.rand(b, generator=gen) < self.hflip).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
