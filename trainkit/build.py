@@ -8,7 +8,7 @@ from pathlib import Path
 import timm
 import torch
 
-from . import models  # noqa: F401  (registers resnet*_cifar and smallcnn with timm)
+from . import models, speednet  # noqa: F401  (register resnet*_cifar, smallcnn, speednet_cifar with timm)
 from .config import RecipeError
 from .recipe import ModelCfg
 

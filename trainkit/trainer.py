@@ -101,6 +101,20 @@ def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device) -
                      num_classes=num_classes, in_chans=data.in_chans, in_memory=in_memory)
 
 
+INIT_FROM_DATA_IMAGES = 5000
+
+
+def first_images(loader, count: int) -> torch.Tensor:
+    """Up to ``count`` normalised training images from the start of epoch 0."""
+    batches, seen = [], 0
+    for x, _ in loader:
+        batches.append(x)
+        seen += len(x)
+        if seen >= count:
+            break
+    return torch.cat(batches)[:count]
+
+
 def run_folder(recipe_path: str | None, out_dir: str, run_name: str | None) -> Path:
     stem = Path(recipe_path).stem if recipe_path else "run"
     name = run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -130,6 +144,16 @@ class Trainer:
         self.model = self.model.to(device)
         if rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        common = dict(data=recipe.data, augment=recipe.augment, chans=plan.in_chans, device=device,
+                      seed=recipe.train.seed, channels_last=rt.channels_last, rank=dist.rank, world=dist.world)
+        self.train_loader = make_loader(data.splits["train"], train=True,
+                                        settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
+                                        **common)
+        self.val_loader = make_loader(data.splits["val"], train=False,
+                                      settings=LoaderSettings.from_runtime(rt, plan.eval_batch, device, False), **common)
+        if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
+            # Data-dependent init (e.g. speednet's whitening stem), before DDP broadcasts rank 0's weights.
+            self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
         self.params = count_params(self.model)
         optimizer = build_optimizer(self.model, recipe.optim, plan.lr)
         scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
@@ -144,13 +168,6 @@ class Trainer:
                               clip_grad_norm=recipe.optim.clip_grad_norm)
         self.eval_net = net
 
-        common = dict(data=recipe.data, augment=recipe.augment, chans=plan.in_chans, device=device,
-                      seed=recipe.train.seed, channels_last=rt.channels_last, rank=dist.rank, world=dist.world)
-        self.train_loader = make_loader(data.splits["train"], train=True,
-                                        settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
-                                        **common)
-        self.val_loader = make_loader(data.splits["val"], train=False,
-                                      settings=LoaderSettings.from_runtime(rt, plan.eval_batch, device, False), **common)
         self.logger = RunLogger(run_dir, enabled=dist.is_main)
         self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main)
         self.start_epoch = 0
