@@ -76,6 +76,7 @@ class EpochStats:
     loss: float
     images: int
     seconds: float
+    first_step_s: float = 0.0   # the first micro-batch alone (holds torch.compile's compilation)
 
     @property
     def img_per_s(self) -> float:
@@ -94,7 +95,7 @@ def train_one_epoch(step: TrainStep, loader: Iterable, *, steps: int, log_every:
     accum = step.accum_steps
     micro_total = min(len(loader), steps * accum)
     loss_sum = torch.zeros((), device=step.device)   # summed on the device: no host sync per step
-    images, start = 0, time.perf_counter()
+    images, start, first_step_s = 0, time.perf_counter(), 0.0
     bar = progress(total=micro_total, desc=desc, enabled=show_progress)
     for i, (x, y) in enumerate(loader):
         if i >= micro_total:
@@ -102,6 +103,9 @@ def train_one_epoch(step: TrainStep, loader: Iterable, *, steps: int, log_every:
         last = (i + 1) % accum == 0 or i + 1 == micro_total
         loss_sum += step.micro(x, y, last)
         images += len(y)
+        if i == 0:
+            sync_device(step.device)
+            first_step_s = time.perf_counter() - start
         if last and step.optimizer_steps % log_every == 0:
             loss_now = float(loss_sum) / (i + 1)   # the one host sync, every log_every steps
             on_log(step.optimizer_steps, loss_now, step.scheduler.lr())
@@ -110,7 +114,7 @@ def train_one_epoch(step: TrainStep, loader: Iterable, *, steps: int, log_every:
     bar.close()
     sync_device(step.device)
     seconds = time.perf_counter() - start
-    return EpochStats(float(loss_sum) / max(1, micro_total), images, seconds)
+    return EpochStats(float(loss_sum) / max(1, micro_total), images, seconds, first_step_s)
 
 
 @torch.no_grad()

@@ -210,6 +210,10 @@ class Trainer:
                                     log_every=rec.runtime.log_every_steps, on_log=self.logger.step,
                                     show_progress=self.show_progress, desc=f"epoch {epoch + 1}/{plan.epochs}")
             self.train_seconds += stats.seconds
+            if rec.runtime.compile and epoch == self.start_epoch:
+                # Compilation happens inside the first step; report it apart from training speed.
+                self.compile_s = stats.first_step_s
+                log.info("torch.compile: first step took %.1f s (compilation included)", self.compile_s)
             row = {"epoch": epoch + 1, "step": self.step.optimizer_steps, "train_loss": stats.loss,
                    "train_img_per_s": stats.img_per_s * self.dist.world, "train_epoch_s": stats.seconds,
                    "train_lr": self.step.scheduler.lr(), "train_mem_mb": peak_memory_mb(self.device)}
@@ -241,7 +245,8 @@ class Trainer:
             "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "ece": m["ece"], "samples": m["samples"],
             "best_val": {"metric": self.checkpointer.metric, "value": self.checkpointer.best_value,
                          "epoch": self.checkpointer.best_epoch},
-            "train_time_s": self.train_seconds, "img_per_s": last_row.get("train_img_per_s"),
+            "train_time_s": self.train_seconds, "compile_s": self.compile_s,
+            "img_per_s": last_row.get("train_img_per_s"),
             "peak_mem_mb": peak_memory_mb(self.device), "hardware": hardware_description(self.device),
             "world_size": self.dist.world, "precision": self.plan.precision,
             "torch": str(torch.__version__), "timm": str(timm.__version__), "git_commit": git_commit(),
