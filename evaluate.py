@@ -1,8 +1,11 @@
-"""Evaluate a run folder or checkpoint: ``python evaluate.py runs/<run> [--split test]``.
+"""Evaluate a run folder or checkpoint: ``python evaluate.py runs/<run> [--split test]``,
+or a zoo model: ``python evaluate.py zoo:cifar10_resnet20 [--data-root DIR] [--update-card]``.
 
-Uses the eval preprocessing, classes and precision saved in the checkpoint;
+Uses the eval preprocessing, classes and precision saved in the checkpoint (or the card);
 prints top-1/top-5/loss/ECE and writes metrics.json, per_class.csv,
-confusion.csv and confusion.png (default: <run folder>/eval/<split>-<checkpoint>/).
+confusion.csv and confusion.png (default: <run folder>/eval/<split>-<checkpoint>/,
+for zoo models runs/zoo-eval/<id>-<split>/). ``--update-card`` writes the measured
+top-1/top-5 into the card, with the date, hardware and this command.
 """
 
 from __future__ import annotations
@@ -11,17 +14,19 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from trainkit.checkpoint import resolve_checkpoint
 from trainkit.cli import one_line_errors, setup_logging
-from trainkit.distributed import cleanup, init_distributed
+from trainkit.distributed import cleanup, init_distributed, pick_device
 from trainkit.evaluation import SPLITS, evaluate_checkpoint, write_report
 from trainkit.metrics import format_metrics
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="run folder or checkpoint file")
-    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("path", help="run folder, checkpoint file or zoo:<id>")
+    p.add_argument("--split", choices=SPLITS, help="default: test (zoo models: the card's split)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run folder")
     p.add_argument("--data-root", help="override data.root (the data set moved)")
     p.add_argument("--batch", type=int, help="eval batch (default: the run's)")
@@ -29,15 +34,51 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: the run's")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, help="report folder")
+    p.add_argument("--update-card", action="store_true", help="zoo models: write the measured metrics into the card")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     return p.parse_args(argv)
+
+
+def evaluate_zoo(args: argparse.Namespace, device) -> int:
+    """Evaluate a zoo card the way its metrics were measured; compare with (or update) the card."""
+    import time
+
+    from trainkit import zoo
+    from trainkit.trainer import hardware_description
+
+    card = zoo.load_card(args.path.removeprefix("zoo:"))
+    report = zoo.evaluate_card(card, data_root=args.data_root, split=args.split, device=device,
+                               batch=args.batch or 500, workers=2 if args.workers is None else args.workers,
+                               precision=args.precision or "fp32")
+    out = args.out or Path("runs") / "zoo-eval" / f"{card.id}-{report['split']}"
+    write_report(report, out)
+    m = report["metrics"]
+    print(f"{card.architecture} zoo:{card.id} [{report['split']}]: {format_metrics(m)}")
+    if args.update_card:
+        command = " ".join(["python evaluate.py", *sys.argv[1:]])
+        card = zoo.with_metrics(card, report, hardware=hardware_description(device), command=command,
+                                date=time.strftime("%Y-%m-%d"))
+        print(f"card updated: {zoo.write_card(card)} (top1 {card.metrics.top1:.2f}%)")
+    elif card.metrics.top1 is None:
+        print(f"card: no top-1 yet (measure it with --update-card)")
+    else:
+        same = f"{m['top1']:.2f}" == f"{card.metrics.top1:.2f}"
+        print(f"card top1 {card.metrics.top1:.2f}%: {'matches' if same else 'DIFFERS from this measurement'}")
+    print(f"report: {out}")
+    return 0
 
 
 @one_line_errors
 def main() -> int:
     args = parse_args(sys.argv[1:])
     setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.path.startswith("zoo:"):
+        return evaluate_zoo(args, pick_device(args.device, 0))
     ckpt = resolve_checkpoint(args.path, args.checkpoint)
     dist, device = init_distributed(args.device)
+    args.split = args.split or "test"
     try:
         report = evaluate_checkpoint(ckpt, split=args.split, dist=dist, device=device, data_root=args.data_root,
                                      batch=args.batch, workers=args.workers, precision=args.precision)
