@@ -132,6 +132,11 @@ class CifarResNet(_Classifier):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's parameter grouping (layer-wise lr decay, stage freezing): the stem, then one group
+        per stage (``coarse``) or per block; the unmatched head comes last."""
+        return dict(stem=r"^conv1|^bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, 64, H/4, W/4) feature map before pooling."""
         x = F.relu(self.bn1(self.conv1(x)))

@@ -17,12 +17,14 @@ def scaled_lr(cfg: OptimCfg, global_batch: int) -> float:
     return cfg.lr * global_batch / cfg.lr_ref_batch
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *, fused_ok: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *, fused_ok: bool = False,
+                    param_groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """Create the optimizer for ``model`` at the already scaled ``lr``.
 
     ``sgd`` honours ``nesterov`` (timm's own "sgd" always means Nesterov). With
     ``no_decay_norm_bias`` every 1-d parameter (norm weights, biases) and the
-    model's ``no_weight_decay()`` set get weight decay 0.
+    model's ``no_weight_decay()`` set get weight decay 0. ``param_groups`` (with their own
+    ``weight_decay`` and ``lr_scale``, e.g. from trainkit.finetune) replace that grouping.
     """
     name = cfg.name.lower()
     if name == "sgd":
@@ -32,8 +34,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *, fused_o
         kwargs["betas"] = tuple(cfg.betas)
     if cfg.eps is not None:
         kwargs["eps"] = cfg.eps
+    params = model if param_groups is None else param_groups
     # foreach kernels batch the per-parameter updates (fewer launches, less Python).
-    return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+    return create_optimizer_v2(params, opt=name, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                filter_bias_and_bn=cfg.no_decay_norm_bias, foreach=True if not fused_ok else None,
                                **kwargs)
 

@@ -27,7 +27,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 @dataclass(frozen=True)
 class ModelCfg:
     name: str = "resnet20_cifar"          # any timm architecture or one registered in trainkit.models
-    pretrained: str | None = None         # a local .pt/.pth/.safetensors state dict (zoo ids: see zoo/)
+    pretrained: str | None = None         # zoo:<id> (zoo/), timm:<name>, or a local .pt/.pth/.safetensors file
     num_classes: int | None = None        # null: the data set's class count
     in_chans: int | None = None           # null: the data set's natural channels (1 grey, 3 RGB)
     drop_rate: float | None = None        # dropout before the classifier
@@ -193,6 +193,34 @@ class TrainCfg:
 
 
 @dataclass(frozen=True)
+class FinetuneCfg:
+    """Starting from model.pretrained: what trains when, and how fast each part learns (trainkit.finetune)."""
+    reset_head: bool = False              # fresh classifier even at the same class count (other classes)
+    freeze: Literal["none", "backbone", "stages"] = "none"   # backbone: all but the classifier
+    freeze_stages: int = 0                # freeze=stages: the stem and the first N stages (timm's coarse groups)
+    unfreeze_after_epochs: int | None = None  # frozen parts train from this epoch on; null: frozen to the end
+    layer_decay: float | None = None      # lr of layer i of L (head = L): lr * layer_decay ** (L - i)
+    head_lr_mult: float = 1.0             # the classifier's lr multiplier, on top of layer decay
+    freeze_bn_stats: bool = False         # every BatchNorm normalises with (and keeps) its running statistics
+    linear_probe: bool = False            # only the classifier trains; backbone and its BN statistics frozen
+
+    def check(self, key: str) -> None:
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise RecipeError(f"{key}.layer_decay: must be in (0, 1] or null, got {self.layer_decay}")
+        if self.head_lr_mult <= 0:
+            raise RecipeError(f"{key}.head_lr_mult: must be positive, got {self.head_lr_mult}")
+        if (self.freeze == "stages") != (self.freeze_stages > 0):
+            raise RecipeError(f"{key}.freeze_stages: set it (>= 1) exactly when freeze=stages, "
+                              f"got freeze={self.freeze} with freeze_stages={self.freeze_stages}")
+        if self.unfreeze_after_epochs is not None and (self.unfreeze_after_epochs < 1 or self.freeze == "none"):
+            raise RecipeError(f"{key}.unfreeze_after_epochs: needs freeze=backbone or stages and a value >= 1, "
+                              f"got {self.unfreeze_after_epochs} with freeze={self.freeze}")
+        if self.linear_probe and (self.freeze != "none" or self.unfreeze_after_epochs is not None):
+            raise RecipeError(f"{key}.linear_probe: implies freeze=backbone for good; leave freeze and "
+                              f"unfreeze_after_epochs unset")
+
+
+@dataclass(frozen=True)
 class RuntimeCfg:
     """How the run executes; changing these must not change what is trained."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -232,6 +260,7 @@ class Recipe:
     optim: OptimCfg = field(default_factory=OptimCfg)
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
+    finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
 
     def check(self, key: str) -> None:

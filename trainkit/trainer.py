@@ -25,6 +25,7 @@ from .datasets import Split, open_source, resolve_splits
 from .distributed import DistInfo, barrier
 from .engine import TrainStep, evaluate, train_one_epoch
 from .evaluation import evaluate_checkpoint
+from .finetune import Finetuner
 from .losses import build_loss
 from .build import build_model, count_params
 from .optim import build_optimizer, build_scheduler
@@ -155,7 +156,9 @@ class Trainer:
             # Data-dependent init (e.g. speednet's whitening stem), before DDP broadcasts rank 0's weights.
             self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
         self.params = count_params(self.model)
-        optimizer = build_optimizer(self.model, recipe.optim, plan.lr)
+        self.finetune = Finetuner(self.model, recipe.finetune, plan.num_classes)
+        optimizer = build_optimizer(self.model, recipe.optim, plan.lr,
+                                    param_groups=self.finetune.param_groups(recipe.optim))
         scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
         net = self.model
         if dist.enabled:
@@ -206,6 +209,7 @@ class Trainer:
         last_row: dict = {}
         for epoch in range(self.start_epoch, plan.epochs):
             self.train_loader.set_epoch(epoch)
+            self.finetune.set_epoch(epoch)
             stats = train_one_epoch(self.step, self.train_loader, steps=plan.steps_per_epoch,
                                     log_every=rec.runtime.log_every_steps, on_log=self.logger.step,
                                     show_progress=self.show_progress, desc=f"epoch {epoch + 1}/{plan.epochs}")
