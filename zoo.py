@@ -67,8 +67,8 @@ def check(args: argparse.Namespace) -> None:
 def export(args: argparse.Namespace) -> None:
     from trainkit.export import export_model, load_for_export
 
-    model, name, input_size = load_for_export(args.source)
-    result = export_model(model, args.out / name, input_size, opset=args.opset)
+    model, name, input_size, meta = load_for_export(args.source)
+    result = export_model(model, args.out / name, input_size, meta=meta, opset=args.opset)
     print(f"{result['safetensors']}\n{result['onnx']}  (onnxruntime vs PyTorch: max |diff| "
           f"{result['max_abs_diff']:.2e} on {result['batch']} random inputs)")
 
