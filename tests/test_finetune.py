@@ -127,7 +127,7 @@ def test_cifar_resnet_layers_are_stem_blocks_head():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("finetune.freeze_stages=2", "finetune.freeze_stages: set it (>= 1) exactly when freeze=stages"),
+    ("finetune.freeze=backbone", "finetune.freeze_stages: set it (>= 1) exactly when freeze=stages"),
     ("finetune.layer_decay=1.5", "finetune.layer_decay: must be in (0, 1]"),
     ("finetune.linear_probe=true", "finetune.linear_probe: implies freeze=backbone"),
     ("finetune.frezee=backbone", "did you mean finetune.freeze?"),
@@ -139,8 +139,8 @@ def test_bad_finetune_keys_name_the_key(override, message):
 
 
 def test_too_many_frozen_stages_is_a_recipe_error():
-    with pytest.raises(RecipeError, match="has 3 stages after its stem, got 3"):
-        finetune(timm.create_model("resnet20_cifar"), freeze="stages", freeze_stages=3)
+    with pytest.raises(RecipeError, match="has 3 stages after its stem, got 4"):
+        finetune(timm.create_model("resnet20_cifar"), freeze="stages", freeze_stages=4)
 
 
 def test_transfer_recipe_trains_on_another_class_count(image_folder, tmp_path):

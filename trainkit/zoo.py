@@ -318,7 +318,10 @@ def _load_timm(model: torch.nn.Module, name: str, arch: str) -> None:
 
     if name.split(".")[0] != arch:
         raise CheckpointError(f"model.pretrained=timm:{name} is a {name.split('.')[0]} but model.name is {arch}")
-    cfg = get_pretrained_cfg(name)   # "resnet18" resolves to its default tag, "resnet18.a1_in1k" to that one
+    try:
+        cfg = get_pretrained_cfg(name)   # "resnet18" resolves to its default tag, "resnet18.a1_in1k" to that one
+    except RuntimeError:   # timm: an invalid tag for a known architecture
+        cfg = None
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         raise CheckpointError(f"model.pretrained=timm:{name}: timm has no pretrained weights under that name "
                               f"(see timm.list_pretrained('{arch}*'))")
