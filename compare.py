@@ -1,8 +1,8 @@
 """Compare finished runs: ``python compare.py runs/ [more run folders] --out results/table``.
 
 Reads every ``summary.json`` under the given folders, prints a Markdown table
-(one per dataset, best top-1 first) and writes ``table.md`` and ``table.csv``
-into ``--out``.
+(one per dataset, best top-1 first) and writes ``table.md``, ``table.csv``,
+``accuracy_vs_time.png`` and ``curves.png`` (training curves of all runs) into ``--out``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("results/table"), help="folder for table.md and table.csv")
     p.add_argument("--sort", default="top1", metavar="KEY",
                    help="summary key to rank by within a dataset (default top1; loss/time rank ascending)")
+    p.add_argument("--no-charts", action="store_true", help="tables only (no matplotlib)")
     return p.parse_args(argv)
 
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = collect(args.paths)
         write_tables(rows, args.out, sort_by=args.sort)
+        if not args.no_charts:
+            from trainkit.charts import accuracy_vs_time_png, curves_png
+            accuracy_vs_time_png(rows, args.out / "accuracy_vs_time.png")
+            curves_png(rows, args.out / "curves.png")
     except (TableError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

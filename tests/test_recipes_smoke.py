@@ -15,6 +15,9 @@ RECIPES = sorted(p.relative_to(ROOT) for p in (ROOT / "recipes").glob("*.yaml"))
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_trains_a_few_steps(recipe, image_folder, tmp_path):
+    if "zoo:" in (ROOT / recipe).read_text():   # fine-tune recipes start from ../shared's weights
+        from conftest import WEIGHTS, require
+        require(WEIGHTS)
     # Same recipe, only the data and sizes shrunk: 3 classes of 16 px images, 8 per step.
     overrides = [f"data.name=imagefolder", f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16",
                  "data.eval.crop_pct=1.0", "train.global_batch=8", "schedule.epochs=1", "schedule.warmup_epochs=0",

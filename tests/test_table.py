@@ -106,3 +106,23 @@ def test_formatters():
     assert format_params(272474) == "0.27M" and format_params(None) == "-"
     assert format_duration(192.4) == "3m12s" and format_duration(59.6) == "1m00s" and format_duration(7) == "7s"
     assert format_duration(float("nan")) == "-"
+
+
+def test_compare_writes_charts(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    for name, top1, loss in (("a", 80.0, [1.0, 0.5]), ("b", 85.5, [0.9, 0.4])):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"run": name, "dataset": "d", "top1": top1,
+                                                      "train_time_s": 60.0 * len(name) + top1}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "train_loss": v, "val_top1": top1 - 1})
+                                                   + "\n" for i, v in enumerate(loss)))
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "compare.py", str(tmp_path / "runs"), "--out", str(tmp_path / "out")],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for png in ("accuracy_vs_time.png", "curves.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
