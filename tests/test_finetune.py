@@ -162,3 +162,11 @@ def test_transfer_recipe_trains_on_another_class_count(image_folder, tmp_path):
     assert torch.allclose(weights["conv1.weight"], rgb["conv1.weight"].sum(1, keepdim=True))  # frozen
     assert torch.equal(weights["layer1.2.bn2.running_var"], rgb["layer1.2.bn2.running_var"])  # frozen BN stats
     assert not torch.equal(weights["layer3.2.conv2.weight"], rgb["layer3.2.conv2.weight"])     # trained
+
+
+def test_parameters_the_model_keeps_frozen_stay_frozen():
+    model = timm.create_model("resnet20_cifar", num_classes=10)
+    model.conv1.weight.requires_grad_(False)   # as a model with a fixed (e.g. whitening) stem does
+    tuner, _, _ = finetune(model, freeze="backbone", unfreeze_after_epochs=1)
+    tuner.set_epoch(1)
+    assert not model.conv1.weight.requires_grad and model.layer1[0].conv1.weight.requires_grad

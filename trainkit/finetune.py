@@ -89,7 +89,8 @@ class Finetuner:
         self.model, self.cfg = model, cfg
         if cfg.reset_head:
             self._reset_head(num_classes)
-        self.frozen = frozen_names(model, cfg)
+        # parameters the model itself keeps frozen (e.g. speednet's whitening stem) are never unfrozen here
+        self.frozen = frozen_names(model, cfg) & {n for n, p in model.named_parameters() if p.requires_grad}
         self.frozen_now = False
         frozen_params = {id(p) for n, p in model.named_parameters() if n in self.frozen}
         for module in model.modules():
@@ -129,7 +130,8 @@ class Finetuner:
             log.info("finetune: epoch %d: %s", epoch + 1, "frozen parts stay frozen" if frozen else "unfrozen")
         self.frozen_now = frozen
         for name, p in self.model.named_parameters():
-            p.requires_grad_(not (frozen and name in self.frozen))
+            if name in self.frozen:
+                p.requires_grad_(not frozen)
 
     def param_groups(self, optim: OptimCfg) -> list[dict] | None:
         return param_groups(self.model, self.cfg, optim)
