@@ -39,8 +39,29 @@ def init_distributed(device_choice: str) -> tuple[DistInfo, torch.device]:
     info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
     device = pick_device(device_choice, info.local_rank)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = attempt_store(info.rank, world)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=info.rank, world_size=world)
     return info, device
+
+
+def attempt_store(rank: int, world: int) -> "dist.Store | None":
+    """After a torchrun restart (--max-restarts), a store whose keys are this attempt's only.
+
+    The restarted workers share the agent's store with the failed attempt, whose keys
+    (the dead peers' addresses) the process group would otherwise read, failing with
+    "Gloo connectFullMesh failed ... Connection refused". None on a first attempt.
+    """
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0 or "MASTER_ADDR" not in os.environ:
+        return None
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
+                          is_master=not agent_hosts and rank == 0)
+    return dist.PrefixStore(f"trainkit/attempt{attempt}", store)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -186,6 +186,7 @@ class TrainCfg:
     deterministic: bool = False           # bit-reproducible runs (slower kernels on CUDA)
     eval_every_epochs: int = 1
     best_metric: Literal["top1", "loss"] = "top1"
+    nonfinite: Literal["skip", "stop"] = "stop"   # a NaN/inf loss: skip that step (counted) or stop the run
 
     def check(self, key: str) -> None:
         if self.global_batch < 1 or self.eval_every_epochs < 1:
@@ -208,13 +209,14 @@ class RuntimeCfg:
     sync_batchnorm: bool = False          # DDP: BatchNorm statistics over all processes
     cudnn_benchmark: bool = True          # CUDA only; off when train.deterministic
     threads: int | None = None            # torch intra-op threads; null: torch's default
+    checkpoint_every_steps: int | None = None  # also save last.pt every N optimizer steps (mid-epoch resume)
     log_every_steps: int = 50             # the loss is read (a host sync) only this often
     progress: bool | Literal["auto"] = "auto"  # auto: a bar only on a terminal
     out_dir: str = "runs"
     run_name: str | None = None           # null: <recipe name>-<timestamp>
 
     def check(self, key: str) -> None:
-        for name in ("per_device_batch", "eval_batch", "threads"):
+        for name in ("per_device_batch", "eval_batch", "threads", "checkpoint_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RecipeError(f"{key}.{name}: must be >= 1 or null, got {value}")
