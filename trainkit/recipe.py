@@ -72,6 +72,7 @@ DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
 class DataCfg:
     name: Literal["imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist"] = "imagefolder"
     root: str | None = None               # imagefolder: folder with train/ and val/ or test/
+    format: Literal["files", "packed"] = "files"  # packed: root is a folder written by prepare.py
     download: bool = False                # torchvision sets only; needs internet
     holdout_fraction: float = 0.1         # carved from train when there is no val split; 0: validate on test
     holdout_seed: int = 0
@@ -86,6 +87,9 @@ class DataCfg:
     def check(self, key: str) -> None:
         if self.name == "imagefolder" and not self.root:
             raise RecipeError(f"{key}.root: required for data.name=imagefolder (a folder with train/ and val/ or test/)")
+        if self.format == "packed" and (self.name != "imagefolder" or not self.root):
+            raise RecipeError(f"{key}.format: packed reads data.root (written by prepare.py) with "
+                              f"data.name=imagefolder; got name={self.name!r}, root={self.root!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise RecipeError(f"{key}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
         for name in ("limit_train", "limit_eval", "train_size"):
