@@ -2,7 +2,7 @@
 
     python tune_loader.py recipes/cifar10_resnet20.yaml data.root=../shared/data/cifar10-jpeg \\
         [--workers 0 1 2] [--prefetch 2 4] [--pin false true] [--batch 64 128] [--batches 20] \\
-        [--out runtime-tuned.yaml]
+        [--repeats 3] [--out runtime-tuned.yaml]
 
 Times the training loader the recipe builds (its data, transforms and augmentation), on
 the per-sample path that these settings govern, for every combination; prints the table
@@ -42,6 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "false without: pinning only speeds host-to-GPU copies)")
     p.add_argument("--batch", type=int, nargs="+", help="per-device batches (default: the recipe's)")
     p.add_argument("--batches", type=int, default=20, help="timed batches per combination (after one warm-up)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds over all combinations; the median counts")
     p.add_argument("--world", type=int, default=1, help="processes the run will use (for batch validity)")
     p.add_argument("--out", type=Path, help="where to write the runtime fragment (default: <recipe>-runtime.yaml "
                    "in the current folder)")
@@ -105,25 +106,31 @@ def main() -> int:
     split = data.splits["train"]
     log.info("tuning the training loader of %s on %s: %d images (%s), %s", args.recipe, device, len(split),
              data.description, "per-sample path")
-    rows = []
-    for batch, workers, prefetch, pin in candidates(args, recipe, device):
-        settings = LoaderSettings(batch=batch, workers=workers, pin_memory=pin, prefetch_factor=prefetch,
-                                  persistent_workers=False, drop_last=True)
-        rate = measure(recipe, split, recipe.model.in_chans or data.in_chans, settings, args.batches, device)
-        rows.append({"per_device_batch": batch, "workers": workers, "prefetch_factor": prefetch,
-                     "pin_memory": pin, "img_per_s": rate})
-        log.info("batch %4d  workers %d  prefetch %d  pin %-5s  %8.0f img/s", batch, workers, prefetch, pin, rate)
-    if not rows:
+    combos = list(candidates(args, recipe, device))
+    if not combos:
         raise RecipeError("no valid combination to measure (see the skipped batches above)")
+    rates: dict[tuple, list[float]] = {c: [] for c in combos}
+    for round_ in range(args.repeats):      # rounds, not back-to-back repeats: drifting load hits all alike
+        for batch, workers, prefetch, pin in combos:
+            settings = LoaderSettings(batch=batch, workers=workers, pin_memory=pin, prefetch_factor=prefetch,
+                                      persistent_workers=False, drop_last=True)
+            rate = measure(recipe, split, recipe.model.in_chans or data.in_chans, settings, args.batches, device)
+            rates[(batch, workers, prefetch, pin)].append(rate)
+            log.info("round %d  batch %4d  workers %d  prefetch %d  pin %-5s  %8.0f img/s", round_ + 1, batch,
+                     workers, prefetch, pin, rate)
+    rows = [{"per_device_batch": b, "workers": w, "prefetch_factor": pf, "pin_memory": pin,
+             "img_per_s": sorted(r)[len(r) // 2], "min": min(r), "max": max(r)}
+            for (b, w, pf, pin), r in rates.items()]
     rows.sort(key=lambda r: -r["img_per_s"])
-    print("\n| per_device_batch | workers | prefetch_factor | pin_memory | img/s |\n|---|---|---|---|---|")
+    print(f"\n| per_device_batch | workers | prefetch_factor | pin_memory | img/s (median of {args.repeats}) "
+          "| min-max |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['per_device_batch']} | {r['workers']} | {r['prefetch_factor']} | "
-              f"{str(r['pin_memory']).lower()} | {r['img_per_s']:.0f} |")
+              f"{str(r['pin_memory']).lower()} | {r['img_per_s']:.0f} | {r['min']:.0f}-{r['max']:.0f} |")
     best = {k: rows[0][k] for k in ("per_device_batch", "workers", "prefetch_factor", "pin_memory")}
     out = args.out or Path(f"{Path(args.recipe).stem}-runtime.yaml")
     header = (f"# tune_loader.py on {device} ({torch.get_num_threads()} threads): fastest of {len(rows)} "
-              f"combinations, {rows[0]['img_per_s']:.0f} img/s on the per-sample path.\n"
+              f"combinations, median {rows[0]['img_per_s']:.0f} img/s on the per-sample path.\n"
               "# Add this file to the recipe's base: list, or pass the keys as runtime.* overrides.\n")
     out.write_text(header + yaml.safe_dump({"runtime": best}, sort_keys=False))
     print(f"\nbest: {' '.join(f'runtime.{k}={str(v).lower()}' for k, v in best.items())}\nwrote {out}")

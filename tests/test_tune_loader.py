@@ -17,7 +17,7 @@ def test_tune_loader_writes_the_fastest_runtime_settings(tmp_path):
     _, recipe, *_ = tiny_recipe(folder, tmp_path, "x")
     out = tmp_path / "tuned.yaml"
     proc = subprocess.run([sys.executable, "tune_loader.py", str(recipe), "--workers", "0", "1", "--prefetch", "2",
-                           "--batch", "5", "6", "--batches", "2", "--out", str(out)],
+                           "--batch", "5", "6", "--batches", "2", "--repeats", "1", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
     assert proc.returncode == 0, proc.stderr
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
