@@ -1,6 +1,7 @@
 """Train any recipe: ``python train.py recipes/x.yaml [key.path=value ...]``.
 
-Also ``--resume <run folder or checkpoint>`` and ``--print`` (resolved recipe and
+Also ``--resume <run folder or checkpoint>``, ``--resume auto`` (continue the run folder
+named by runtime.run_name when it has a checkpoint, else start it) and ``--print`` (resolved recipe and
 plan, no training). Works the same under ``torchrun --nproc_per_node N``.
 """
 
@@ -17,6 +18,7 @@ from trainkit.checkpoint import load_checkpoint, resolve_checkpoint
 from trainkit.cli import log_to_file, one_line_errors, setup_logging
 from trainkit.config import RecipeError
 from trainkit.distributed import cleanup, init_distributed
+from trainkit.faults import newest_valid_checkpoint
 from trainkit.metrics import format_metrics
 from trainkit.recipe import apply_overrides, load_recipe, parse_recipe, recipe_yaml
 from trainkit.trainer import Trainer, plan_for, prepare_data, run_folder, seed_everything, write_run_header
@@ -28,7 +30,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("items", nargs="*", metavar="RECIPE [key=value ...]",
                    help="a recipe YAML file, then dotted overrides such as optim.lr=0.05")
-    p.add_argument("--resume", metavar="PATH", help="run folder (its last.pt) or checkpoint to continue from")
+    p.add_argument("--resume", metavar="PATH|auto",
+                   help="checkpoint, or run folder (its newest loadable checkpoint) to continue from; auto: the "
+                        "run folder runtime.out_dir/runtime.run_name if it has one, else a fresh run there "
+                        "(the same command line then survives restarts, e.g. torchrun --max-restarts)")
     p.add_argument("--print", action="store_true", dest="print_only",
                    help="print the resolved recipe and plan, then exit without training")
     args = p.parse_args(argv)
@@ -37,6 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.overrides = items
     if args.recipe is None and not args.resume:
         p.error("give a recipe file (e.g. recipes/quickstart.yaml) or --resume PATH")
+    if args.resume == "auto" and args.recipe is None:
+        p.error("--resume auto needs the recipe file (and runtime.run_name) to find the run folder")
     return args
 
 
@@ -44,7 +51,16 @@ def load_for_run(args: argparse.Namespace):
     """The recipe to run and, when resuming, the checkpoint path."""
     if not args.resume:
         return load_recipe(args.recipe, args.overrides), None
-    ckpt_path = resolve_checkpoint(args.resume, "last")
+    if args.resume == "auto":
+        recipe = load_recipe(args.recipe, args.overrides)
+        if recipe.runtime.run_name is None:
+            raise RecipeError("--resume auto: set runtime.run_name=NAME, a fixed run folder to continue "
+                              "(the default name carries a timestamp, so a restart would not find it)")
+        return recipe, newest_valid_checkpoint(Path(recipe.runtime.out_dir) / recipe.runtime.run_name)
+    ckpt_path = Path(args.resume)
+    if ckpt_path.is_dir():
+        ckpt_path = newest_valid_checkpoint(ckpt_path) or resolve_checkpoint(ckpt_path, "last")
+    ckpt_path = resolve_checkpoint(ckpt_path, "last")
     if args.recipe:
         return load_recipe(args.recipe, args.overrides), ckpt_path
     # Resuming without a recipe file: the checkpoint's own resolved recipe.
@@ -58,6 +74,8 @@ def main() -> int:
     setup_logging()
     recipe, ckpt_path = load_for_run(args)
     dist, device = init_distributed(recipe.runtime.device)
+    if not dist.is_main:    # one copy of the log: rank 0's (warnings and errors from every rank)
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         if recipe.runtime.threads:
             torch.set_num_threads(recipe.runtime.threads)

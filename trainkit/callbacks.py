@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -86,11 +87,26 @@ class Checkpointer:
             if is_best:
                 self.best_value, self.best_epoch = value, state["epoch"]
         state["best"] = {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch}
-        if self.enabled:
-            save_atomic(state, self.run_dir / "last.pt")
-            if is_best:
-                save_atomic(state, self.run_dir / "best.pt")
+        if self.save_last(state) and is_best:
+            save_atomic(state, self.run_dir / "best.pt")
         return is_best
+
+    def save_last(self, state: dict) -> bool:
+        """Write last.pt, keeping the one it replaces as prev.pt; False (nothing written) on
+        non-main ranks and for non-finite weights, which must never replace good ones."""
+        if not self.enabled:
+            return False
+        bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            log.error("not saving a checkpoint: non-finite values in %s; the last good one is kept", bad[0])
+            return False
+        state.setdefault("best", {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch})
+        last, fresh = self.run_dir / "last.pt", self.run_dir / "next.pt"
+        save_atomic(state, fresh)       # complete and valid before the old one moves aside
+        if last.exists():
+            os.replace(last, self.run_dir / "prev.pt")
+        os.replace(fresh, last)
+        return True
 
     def load_state(self, best: dict | None) -> None:
         if best:

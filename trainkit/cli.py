@@ -11,9 +11,11 @@ from typing import Callable
 from .checkpoint import CheckpointError
 from .config import RecipeError
 from .datasets import DataError
+from .engine import NonFiniteLoss
+from .faults import PREEMPTED_EXIT, Preempted
 from .registry import UnknownNameError
 
-USER_ERRORS = (RecipeError, DataError, CheckpointError, UnknownNameError)
+USER_ERRORS = (RecipeError, DataError, CheckpointError, UnknownNameError, NonFiniteLoss)
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -37,6 +39,9 @@ def one_line_errors(main: Callable[[], int | None]) -> Callable[[], int]:
             message = " ".join(str(err).split()) or type(err).__name__
             print(f"error: {message}", file=sys.stderr)
             return 2
+        except Preempted as err:
+            print(f"preempted: {err}", file=sys.stderr)
+            return PREEMPTED_EXIT
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return 130

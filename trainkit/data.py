@@ -33,8 +33,14 @@ BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombErr
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A stable 63-bit seed for one sample in one epoch (index -1: the epoch's batch RNG)."""
+    """A stable 63-bit seed for one sample in one epoch (index -2: the epoch's order)."""
     return ((seed * 1_000_003 + epoch) * 10_000_019 + index + 1) % (2**63 - 1)
+
+
+def batch_seed(seed: int, epoch: int, rank: int, batch_index: int) -> int:
+    """Seed of the batched augmentation of one batch: a function of its position, so a run
+    resumed mid-epoch draws what an uninterrupted one would, and ranks draw differently."""
+    return sample_seed(seed, epoch, -3 - batch_index * 4096 - rank)
 
 
 # ---------------------------------------------------------------- sampling
@@ -51,9 +57,10 @@ class EpochBatches:
                  rank: int = 0, world: int = 1):
         self.n, self.batch, self.train, self.drop_last = n, batch, train, drop_last
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+        self.start = 0      # batches of this epoch already consumed (mid-epoch resume)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def indices(self) -> list[int]:
         if not self.train:
@@ -66,7 +73,7 @@ class EpochBatches:
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         idx = self.indices()
         stop = len(idx) - len(idx) % self.batch if self.drop_last else len(idx)
-        for start in range(0, stop, self.batch):
+        for start in range(self.start * self.batch, stop, self.batch):
             yield [(i, sample_seed(self.seed, self.epoch, i)) for i in idx[start:start + self.batch]]
 
     def __len__(self) -> int:
@@ -195,9 +202,10 @@ class Loader:
         self.seed, self.in_memory, self.skipped = seed, in_memory, 0
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch; ``start`` batches are skipped without being read (mid-epoch resume)."""
         self.epoch = epoch
-        self.batches.set_epoch(epoch)
+        self.batches.set_epoch(epoch, start)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -206,9 +214,10 @@ class Loader:
         return self.batches.samples()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+        gen = torch.Generator()
         try:
-            for images, targets, skipped in self._source():
+            for k, (images, targets, skipped) in enumerate(self._source(), start=self.batches.start):
+                gen.manual_seed(batch_seed(self.seed, self.epoch, self.batches.rank, k))
                 self.skipped += skipped
                 if len(targets) == 0:
                     continue

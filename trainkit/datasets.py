@@ -260,4 +260,8 @@ def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
 
 
 def open_source(cfg: DataCfg) -> DataSource:
+    if cfg.format == "packed":
+        from .packed import open_packed   # late: packed builds on this module
+
+        return open_packed(cfg.root)
     return SOURCES.get(cfg.name)(cfg)

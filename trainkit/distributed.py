@@ -39,8 +39,29 @@ def init_distributed(device_choice: str) -> tuple[DistInfo, torch.device]:
     info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
     device = pick_device(device_choice, info.local_rank)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = attempt_store(info.rank, world)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=info.rank, world_size=world)
     return info, device
+
+
+def attempt_store(rank: int, world: int) -> "dist.Store | None":
+    """After a torchrun restart (--max-restarts), a store whose keys are this attempt's only.
+
+    The restarted workers share the agent's store with the failed attempt, whose keys
+    (the dead peers' addresses) the process group would otherwise read, failing with
+    "Gloo connectFullMesh failed ... Connection refused". None on a first attempt.
+    """
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0 or "MASTER_ADDR" not in os.environ:
+        return None
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
+                          is_master=not agent_hosts and rank == 0)
+    return dist.PrefixStore(f"trainkit/attempt{attempt}", store)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -57,3 +78,94 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def agree_any(flags: list[bool], device: torch.device) -> list[bool]:
+    """For each flag, whether it is set on any rank (one tiny all-reduce; local values when not distributed).
+
+    Ranks must take the same decision at the same step (stop for SIGTERM, skip a
+    non-finite step): a rank that left the loop alone would hang the others in
+    their next gradient all-reduce.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+# ---------------------------------------------------------------- SyncBatchNorm
+
+class _AllReduceSum(torch.autograd.Function):
+    """all_reduce(SUM) with a gradient: the gradient of a sum over ranks is the sum of the upstream gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics cover the whole global batch, for gloo/CPU.
+
+    torch's SyncBatchNorm runs only on GPUs (DDP refuses it on CPU modules), so
+    CPU runs use this: two differentiable all-reduces per layer (sum, then the
+    centred sum of squares: the same two-pass variance as single-process
+    BatchNorm). The backward of the all-reduce sums the upstream gradients, so
+    after DDP's gradient average the result is the gradient of the global batch.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {x.dim()}-D)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
+        totals = _AllReduceSum.apply(torch.cat([x.sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:-1] / n
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / n
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)   # unbiased, as BatchNorm
+        return y
+
+
+def _to_cpu_sync(module: torch.nn.Module) -> torch.nn.Module:
+    out = module
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        out = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats)
+        out.load_state_dict(module.state_dict())    # weight, bias, running stats, num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, _to_cpu_sync(child))
+    return out
+
+
+def convert_sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """BatchNorm over all processes: torch's SyncBatchNorm on GPUs, :class:`CpuSyncBatchNorm` elsewhere.
+
+    State-dict keys are unchanged, so checkpoints load into a model with plain BatchNorm.
+    """
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _to_cpu_sync(model)

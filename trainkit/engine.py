@@ -9,11 +9,15 @@ from typing import Callable, Iterable
 
 import torch
 
-from .distributed import all_reduce_sum
+from .distributed import agree_any, all_reduce_sum
 from .metrics import ClassificationMeter
 from .progress import progress
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLoss(RuntimeError):
+    """train.nonfinite=stop: a step's loss was NaN or infinite; the message names the step."""
 
 
 def autocast(device: torch.device, precision: str):
@@ -30,11 +34,17 @@ class TrainStep:
     """
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
-                 *, device: torch.device, precision: str, accum_steps: int, clip_grad_norm: float | None):
+                 *, device: torch.device, precision: str, accum_steps: int, clip_grad_norm: float | None,
+                 nonfinite: str = "stop"):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.device, self.precision, self.accum_steps, self.clip = device, precision, accum_steps, clip_grad_norm
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.optimizer_steps = 0
+        self.nonfinite = nonfinite            # skip | stop (train.nonfinite)
+        self.skipped_steps = 0                # steps skipped for a non-finite loss
+        self.stop_requested = False           # set by a SIGTERM handler; honoured at the next step
+        self.stopping = False                 # all ranks agreed to stop after this step
+        self._group_finite = torch.ones((), dtype=torch.bool, device=device)
 
     def micro(self, images: torch.Tensor, targets: torch.Tensor, last_in_step: bool) -> torch.Tensor:
         """Forward/backward one micro-batch; step the optimizer on the last of a group."""
@@ -45,11 +55,27 @@ class TrainStep:
             with autocast(self.device, self.precision):
                 loss = self.loss_fn(self.model(images), targets)
             self.scaler.scale(loss / self.accum_steps).backward()
+        self._group_finite &= torch.isfinite(loss.detach())
         if last_in_step:
             self.finish()
         return loss.detach()
 
     def finish(self) -> None:
+        # One host sync per step: every rank must agree to skip (or stop) the same step.
+        bad, self.stopping = agree_any([not bool(self._group_finite), self.stop_requested], self.device)
+        self._group_finite.fill_(True)
+        if bad and self.nonfinite == "stop":
+            raise NonFiniteLoss(f"non-finite loss at optimizer step {self.optimizer_steps + 1}; stopped without "
+                                "saving, so the last checkpoint holds the last good weights "
+                                "(train.nonfinite=skip skips such steps and counts them)")
+        if bad:
+            # The step happens as a no-op (as GradScaler's skipped steps do), so the
+            # schedule and the step count stay aligned with the data.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.optimizer_steps += 1
+            self.skipped_steps += 1
+            return
         self.scaler.unscale_(self.optimizer)
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -61,7 +87,8 @@ class TrainStep:
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "optimizer_steps": self.optimizer_steps}
+                "scaler": self.scaler.state_dict(), "optimizer_steps": self.optimizer_steps,
+                "skipped_steps": self.skipped_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -69,6 +96,7 @@ class TrainStep:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.optimizer_steps = int(state["optimizer_steps"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
 
 
 @dataclass
@@ -89,32 +117,44 @@ def sync_device(device: torch.device) -> None:
 
 
 def train_one_epoch(step: TrainStep, loader: Iterable, *, steps: int, log_every: int,
-                    on_log: Callable[[int, float, float], None], show_progress: bool, desc: str) -> EpochStats:
-    """Run ``steps`` optimizer steps (``steps * accum_steps`` micro-batches) over ``loader``."""
+                    on_log: Callable[[int, float, float], None], show_progress: bool, desc: str,
+                    start_micro: int = 0, on_step: Callable[[int], None] | None = None) -> EpochStats:
+    """Run ``steps`` optimizer steps (``steps * accum_steps`` micro-batches) over ``loader``.
+
+    ``start_micro``: micro-batches of this epoch already done (the loader must skip as
+    many: ``set_epoch(epoch, start)``). ``on_step(micro_done)`` runs after every
+    optimizer step (step checkpoints); the epoch ends early when ``step.stopping``.
+    """
     step.model.train()
     accum = step.accum_steps
     micro_total = min(len(loader), steps * accum)
     loss_sum = torch.zeros((), device=step.device)   # summed on the device: no host sync per step
     images, start, first_step_s = 0, time.perf_counter(), 0.0
-    bar = progress(total=micro_total, desc=desc, enabled=show_progress)
-    for i, (x, y) in enumerate(loader):
+    bar = progress(total=micro_total - start_micro, desc=desc, enabled=show_progress)
+    done = start_micro
+    for i, (x, y) in enumerate(loader, start=start_micro):
         if i >= micro_total:
             break
         last = (i + 1) % accum == 0 or i + 1 == micro_total
         loss_sum += step.micro(x, y, last)
         images += len(y)
-        if i == 0:
+        done = i + 1
+        if i == start_micro:
             sync_device(step.device)
             first_step_s = time.perf_counter() - start
         if last and step.optimizer_steps % log_every == 0:
-            loss_now = float(loss_sum) / (i + 1)   # the one host sync, every log_every steps
+            loss_now = float(loss_sum) / (done - start_micro)   # the one host sync, every log_every steps
             on_log(step.optimizer_steps, loss_now, step.scheduler.lr())
             bar.set_postfix(loss=f"{loss_now:.4f}", img_s=f"{images / (time.perf_counter() - start):.0f}")
         bar.update(1)
+        if last and on_step is not None:
+            on_step(done)
+        if last and step.stopping:
+            break
     bar.close()
     sync_device(step.device)
     seconds = time.perf_counter() - start
-    return EpochStats(float(loss_sum) / max(1, micro_total), images, seconds, first_step_s)
+    return EpochStats(float(loss_sum) / max(1, done - start_micro), images, seconds, first_step_s)
 
 
 @torch.no_grad()

@@ -46,7 +46,7 @@ class Plan:
 
     def summary_line(self) -> str:
         return (f"plan: world {self.world_size} x per-device batch {self.per_device_batch} x accum "
-                f"{self.accum_steps} = global batch {self.global_batch}; lr {self.lr:.4g}; "
+                f"{self.accum_steps} = global batch {self.global_batch}; effective lr {self.lr:.4g}; "
                 f"{self.precision} on {self.device}; {self.steps_per_epoch} steps/epoch x {self.epochs} epochs; "
                 f"{'in-memory' if self.in_memory else 'per-sample'} data")
 

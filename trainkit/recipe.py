@@ -72,6 +72,7 @@ DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
 class DataCfg:
     name: Literal["imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist"] = "imagefolder"
     root: str | None = None               # imagefolder: folder with train/ and val/ or test/
+    format: Literal["files", "packed"] = "files"  # packed: root is a folder written by prepare.py
     download: bool = False                # torchvision sets only; needs internet
     holdout_fraction: float = 0.1         # carved from train when there is no val split; 0: validate on test
     holdout_seed: int = 0
@@ -86,6 +87,9 @@ class DataCfg:
     def check(self, key: str) -> None:
         if self.name == "imagefolder" and not self.root:
             raise RecipeError(f"{key}.root: required for data.name=imagefolder (a folder with train/ and val/ or test/)")
+        if self.format == "packed" and (self.name != "imagefolder" or not self.root):
+            raise RecipeError(f"{key}.format: packed reads data.root (written by prepare.py) with "
+                              f"data.name=imagefolder; got name={self.name!r}, root={self.root!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise RecipeError(f"{key}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
         for name in ("limit_train", "limit_eval", "train_size"):
@@ -186,6 +190,7 @@ class TrainCfg:
     deterministic: bool = False           # bit-reproducible runs (slower kernels on CUDA)
     eval_every_epochs: int = 1
     best_metric: Literal["top1", "loss"] = "top1"
+    nonfinite: Literal["skip", "stop"] = "stop"   # a NaN/inf loss: skip that step (counted) or stop the run
 
     def check(self, key: str) -> None:
         if self.global_batch < 1 or self.eval_every_epochs < 1:
@@ -236,13 +241,14 @@ class RuntimeCfg:
     sync_batchnorm: bool = False          # DDP: BatchNorm statistics over all processes
     cudnn_benchmark: bool = True          # CUDA only; off when train.deterministic
     threads: int | None = None            # torch intra-op threads; null: torch's default
+    checkpoint_every_steps: int | None = None  # also save last.pt every N optimizer steps (mid-epoch resume)
     log_every_steps: int = 50             # the loss is read (a host sync) only this often
     progress: bool | Literal["auto"] = "auto"  # auto: a bar only on a terminal
     out_dir: str = "runs"
     run_name: str | None = None           # null: <recipe name>-<timestamp>
 
     def check(self, key: str) -> None:
-        for name in ("per_device_batch", "eval_batch", "threads"):
+        for name in ("per_device_batch", "eval_batch", "threads", "checkpoint_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RecipeError(f"{key}.{name}: must be >= 1 or null, got {value}")

@@ -22,9 +22,10 @@ from .checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
 from .config import RecipeError
 from .data import LoaderSettings, make_loader, use_in_memory
 from .datasets import Split, open_source, resolve_splits
-from .distributed import DistInfo, barrier
+from .distributed import DistInfo, barrier, convert_sync_batchnorm
 from .engine import TrainStep, evaluate, train_one_epoch
 from .evaluation import evaluate_checkpoint
+from .faults import Preempted, StopOnSigterm
 from .finetune import Finetuner
 from .losses import build_loss
 from .build import build_model, count_params
@@ -141,7 +142,7 @@ class Trainer:
 
         self.model = build_model(recipe.model, plan.num_classes, plan.in_chans)
         if dist.enabled and rt.sync_batchnorm:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = convert_sync_batchnorm(self.model, device)
         self.model = self.model.to(device)
         if rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -162,26 +163,32 @@ class Trainer:
         scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
         net = self.model
         if dist.enabled:
-            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+            # Frozen fine-tuning parts get no gradient while frozen; DDP must not wait for them. All
+            # parameters are still trainable here, so DDP registers (and later syncs) them when unfrozen.
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=bool(self.finetune.frozen))
         self.compile_s = 0.0
         if rt.compile:
             net = torch.compile(net)
         self.step = TrainStep(net, build_loss(recipe.loss), optimizer, scheduler, device=device,
                               precision=plan.precision, accum_steps=plan.accum_steps,
-                              clip_grad_norm=recipe.optim.clip_grad_norm)
+                              clip_grad_norm=recipe.optim.clip_grad_norm, nonfinite=recipe.train.nonfinite)
         self.eval_net = net
 
         self.logger = RunLogger(run_dir, enabled=dist.is_main)
         self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main)
         self.start_epoch = 0
+        self.start_step_in_epoch = 0     # optimizer steps of start_epoch already done (mid-epoch resume)
         self.train_seconds = 0.0
 
     # ------------------------------------------------------------ state
 
-    def state(self, epoch: int, metrics: dict) -> dict:
+    def state(self, epoch: int, metrics: dict, step_in_epoch: int = 0) -> dict:
+        """``epoch``: completed epochs; ``step_in_epoch``: optimizer steps done in the next one."""
         rec = self.recipe
         return {
-            "format": FORMAT, "epoch": epoch, "model": self.model.state_dict(), "train_step": self.step.state_dict(),
+            "format": FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch, "model": self.model.state_dict(), "train_step": self.step.state_dict(),
             "ema": None, "rng": capture_rng(), "recipe": recipe_dict(rec), "plan": self.plan.to_dict(),
             "classes": list(self.data.classes), "arch": rec.model.name, "num_classes": self.plan.num_classes,
             "in_chans": self.plan.in_chans, "eval": recipe_dict(rec)["data"]["eval"], "metrics": metrics,
@@ -199,42 +206,67 @@ class Trainer:
         restore_rng(ckpt["rng"])
         self.checkpointer.load_state(ckpt.get("best"))
         self.start_epoch = int(ckpt["epoch"])
+        # Saved in optimizer steps, not micro-batches, so a resume on another world size stays exact.
+        self.start_step_in_epoch = int(ckpt.get("step_in_epoch", 0))
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
-        log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.step.optimizer_steps)
+        log.info("resumed from %s at epoch %d, step %d of it (optimizer step %d)", path, self.start_epoch,
+                 self.start_step_in_epoch, self.step.optimizer_steps)
+
+    def on_step(self, epoch: int, micro_done: int) -> None:
+        """After each optimizer step: the step checkpoint, and the checkpoint before a SIGTERM exit."""
+        every = self.recipe.runtime.checkpoint_every_steps
+        periodic = every is not None and self.step.optimizer_steps % every == 0
+        if (periodic or self.step.stopping) and micro_done < self.plan.steps_per_epoch * self.plan.accum_steps:
+            self.checkpointer.save_last(self.state(epoch, {}, micro_done // self.plan.accum_steps))
+            # Epoch ends save through fit(), with metrics.
 
     # ------------------------------------------------------------ loop
 
     def fit(self) -> dict:
-        rec, plan = self.recipe, self.plan
         last_row: dict = {}
-        for epoch in range(self.start_epoch, plan.epochs):
-            self.train_loader.set_epoch(epoch)
-            self.finetune.set_epoch(epoch)
-            stats = train_one_epoch(self.step, self.train_loader, steps=plan.steps_per_epoch,
-                                    log_every=rec.runtime.log_every_steps, on_log=self.logger.step,
-                                    show_progress=self.show_progress, desc=f"epoch {epoch + 1}/{plan.epochs}")
-            self.train_seconds += stats.seconds
-            if rec.runtime.compile and epoch == self.start_epoch:
-                # Compilation happens inside the first step; report it apart from training speed.
-                self.compile_s = stats.first_step_s
-                log.info("torch.compile: first step took %.1f s (compilation included)", self.compile_s)
-            row = {"epoch": epoch + 1, "step": self.step.optimizer_steps, "train_loss": stats.loss,
-                   "train_img_per_s": stats.img_per_s * self.dist.world, "train_epoch_s": stats.seconds,
-                   "train_lr": self.step.scheduler.lr(), "train_mem_mb": peak_memory_mb(self.device)}
-            val = None
-            if (epoch + 1) % rec.train.eval_every_epochs == 0 or epoch + 1 == plan.epochs:
-                meter = evaluate(self.eval_net, self.val_loader, num_classes=plan.num_classes, device=self.device,
-                                 precision=plan.precision, show_progress=self.show_progress, desc="val")
-                val = meter.compute()
-                row.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"])
-            row["skipped_images"] = self.train_loader.skipped + self.val_loader.skipped
-            self.checkpointer.save(self.state(epoch + 1, row), val)
-            self.logger.epoch(row)
-            log.info("epoch %d/%d  loss %.4f  %s  %.0f img/s  %.1fs", epoch + 1, plan.epochs, stats.loss,
-                     f"val top1 {val['top1']:.2f}%" if val else "", row["train_img_per_s"], stats.seconds)
-            last_row = row
+        with StopOnSigterm(lambda: setattr(self.step, "stop_requested", True)):
+            for epoch in range(self.start_epoch, self.plan.epochs):
+                last_row = self.fit_epoch(epoch) or last_row
         barrier()
         return last_row
+
+    def fit_epoch(self, epoch: int) -> dict:
+        rec, plan = self.recipe, self.plan
+        start = self.start_step_in_epoch * plan.accum_steps if epoch == self.start_epoch else 0
+        self.train_loader.set_epoch(epoch, start)
+        self.finetune.set_epoch(epoch)
+        stats = train_one_epoch(self.step, self.train_loader, steps=plan.steps_per_epoch,
+                                log_every=rec.runtime.log_every_steps, on_log=self.logger.step,
+                                show_progress=self.show_progress, desc=f"epoch {epoch + 1}/{plan.epochs}",
+                                start_micro=start, on_step=lambda done: self.on_step(epoch, done))
+        self.train_seconds += stats.seconds
+        if rec.runtime.compile and epoch == self.start_epoch:
+            # Compilation happens inside the first step; report it apart from training speed.
+            self.compile_s = stats.first_step_s
+            log.info("torch.compile: first step took %.1f s (compilation included)", self.compile_s)
+        if self.step.stopping and self.step.optimizer_steps < (epoch + 1) * plan.steps_per_epoch:
+            raise Preempted(f"SIGTERM at optimizer step {self.step.optimizer_steps} (epoch {epoch + 1}); "
+                            f"saved {self.run_dir / 'last.pt'}; continue with --resume auto")
+        row = {"epoch": epoch + 1, "step": self.step.optimizer_steps, "train_loss": stats.loss,
+               "train_img_per_s": stats.img_per_s * self.dist.world, "train_epoch_s": stats.seconds,
+               "train_lr": self.step.scheduler.lr(), "train_mem_mb": peak_memory_mb(self.device),
+               "train_nonfinite_steps": self.step.skipped_steps}
+        val = None
+        if (epoch + 1) % rec.train.eval_every_epochs == 0 or epoch + 1 == plan.epochs:
+            meter = evaluate(self.eval_net, self.val_loader, num_classes=plan.num_classes, device=self.device,
+                             precision=plan.precision, show_progress=self.show_progress, desc="val")
+            val = meter.compute()
+            row.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"])
+        row["skipped_images"] = self.train_loader.skipped + self.val_loader.skipped
+        self.checkpointer.save(self.state(epoch + 1, row), val)
+        self.logger.epoch(row)
+        log.info("epoch %d/%d  loss %.4f  %s  %.0f img/s  %.1fs%s", epoch + 1, plan.epochs, stats.loss,
+                 f"val top1 {val['top1']:.2f}%" if val else "", row["train_img_per_s"], stats.seconds,
+                 f"  ({self.step.skipped_steps} non-finite steps skipped so far)" if self.step.skipped_steps else "")
+        if self.step.stopping and epoch + 1 < plan.epochs:
+            raise Preempted(f"SIGTERM at the end of epoch {epoch + 1}; saved {self.run_dir / 'last.pt'}; "
+                            "continue with --resume auto")
+        return row
 
     def summarize(self, last_row: dict) -> dict:
         """Evaluate the best checkpoint on the test split the way evaluate.py does; write summary.json."""
