@@ -41,3 +41,17 @@ def write_checkpoint(path: Path, folder: Path, seed: int, *extra: str, model: to
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(ckpt, path)
     return path
+
+
+def run_entry(script: str, args: list[str], monkeypatch) -> int:
+    """Run an entry point's main() in this process (no interpreter start-up): its exit status."""
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(f"entry_{Path(script).stem}", root / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+    monkeypatch.chdir(root)
+    return module.main()

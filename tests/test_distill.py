@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from helpers_distill import tiny_recipe, write_checkpoint
+from helpers_distill import run_entry, tiny_recipe, write_checkpoint
 from trainkit.config import RecipeError
 from trainkit.distill import (DistillationLoss, LogitCache, Teacher, build_distillation, class_index,
                               hard_distillation, soft_distillation)
@@ -191,17 +189,18 @@ def test_deit_distillation_token_gets_the_teacher_and_cls_gets_the_labels():
     assert torch.is_tensor(student.eval()(x))   # evaluation averages the two heads, as timm does
 
 
-def test_train_py_class_mismatch_is_one_line(image_folder, tmp_path):
+def test_train_py_class_mismatch_is_one_line(image_folder, tmp_path, monkeypatch, capsys):
     weights = tmp_path / "teacher.pt"
     torch.save(timm.create_model("smallcnn", num_classes=10, in_chans=3).state_dict(), weights)
-    proc = subprocess.run([sys.executable, "train.py", "recipes/quickstart.yaml", "data.name=imagefolder",
-                           f"data.root={image_folder}", "data.eval.size=16", "data.eval.mean=[0.5]",
-                           "data.eval.std=[0.25]", "train.global_batch=8", "model.kwargs={width: 4}",
-                           f"distill.teacher={weights}", "distill.teacher_arch=smallcnn", "runtime.workers=0",
-                           f"runtime.out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: distill.class_map: required:"), proc.stderr
+    rc = run_entry("train.py", ["recipes/quickstart.yaml", "data.name=imagefolder", f"data.root={image_folder}",
+                                "data.eval.size=16", "data.eval.mean=[0.5]", "data.eval.std=[0.25]",
+                                "train.global_batch=8", "model.kwargs={width: 4}", f"distill.teacher={weights}",
+                                "distill.teacher_arch=smallcnn", "runtime.workers=0", f"runtime.out_dir={tmp_path}"],
+                   monkeypatch)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: distill.class_map: required:"), err
 
 
 def test_zoo_teacher_resolves_with_its_card(cifar_jpeg):

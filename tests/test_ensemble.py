@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import trainkit.data
-from helpers_distill import write_checkpoint
+from helpers_distill import run_entry, write_checkpoint
 from trainkit.checkpoint import CheckpointError
 from trainkit.config import RecipeError
 from trainkit.ensemble import COMBINE, combine, evaluate_ensemble
@@ -85,18 +83,17 @@ def test_members_with_other_classes_are_refused(image_folder, tmp_path):
         evaluate_ensemble([a, b], "mean_logits", None)
 
 
-@pytest.mark.slow   # two evaluate.py processes: about a minute on a shared 2-core machine
-def test_evaluate_py_ensemble_table(checkpoints, tmp_path):
-    proc = subprocess.run([sys.executable, "evaluate.py", "--ensemble", *map(str, checkpoints), str(checkpoints[0]),
-                           "--combine", "weighted", "--weights", "1", "1", "2", "--workers", "0", "--threads", "1",
-                           "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+def test_evaluate_py_ensemble_table(checkpoints, tmp_path, monkeypatch, capsys):
+    rc = run_entry("evaluate.py", ["--ensemble", *checkpoints, checkpoints[0], "--combine", "weighted", "--weights",
+                                   "1", "1", "2", "--workers", "0", "--out", tmp_path / "out"], monkeypatch)
+    out = capsys.readouterr()
+    assert rc == 0, out.err
     report = json.loads((tmp_path / "out" / "ensemble.json").read_text())
     assert [r["name"] for r in report["rows"]][-1] == "ensemble (weighted, weights 1,1,2)"
-    assert "| model | arch | top-1 % | top-5 % | loss | ECE | samples |" in proc.stdout
-    bad = subprocess.run([sys.executable, "evaluate.py", "--ensemble", *map(str, checkpoints), "--combine", "weighted",
-                          "--weights", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "weights" in bad.stderr
+    assert "| model | arch | top-1 % | top-5 % | loss | ECE | samples |" in out.out
+    rc = run_entry("evaluate.py", ["--ensemble", *checkpoints, "--combine", "weighted", "--weights", "1"], monkeypatch)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().count("\n") == 0 and "weights" in err
 
 
 def test_zoo_ensemble_card_loads(cifar_jpeg):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_distill import write_checkpoint
+from helpers_distill import run_entry, write_checkpoint
 from trainkit.checkpoint import CheckpointError, load_checkpoint
 from trainkit.evaluation import evaluate_checkpoint
 from trainkit.soup import average_state_dicts, greedy_soup, load_candidates, recompute_bn
@@ -50,10 +50,9 @@ def test_recompute_bn_estimates_the_data_statistics():
     assert net[0].momentum == 0.1 and not net.training
 
 
-def test_soup_of_one_checkpoint_equals_it(image_folder, tmp_path):
+def test_soup_of_one_checkpoint_equals_it(image_folder, tmp_path, monkeypatch):
     ckpt = write_checkpoint(tmp_path / "a.pt", image_folder, seed=0)
-    proc = soup_py(ckpt, "--out", tmp_path / "soup.pt")
-    assert proc.returncode == 0, proc.stderr
+    assert run_entry("soup.py", [ckpt, "--out", tmp_path / "soup.pt", "--workers", "0"], monkeypatch) == 0
     soup = load_checkpoint(tmp_path / "soup.pt")
     original = load_checkpoint(ckpt)
     assert all(torch.equal(v, original["model"][k]) for k, v in soup["model"].items())
