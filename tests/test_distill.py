@@ -208,3 +208,14 @@ def test_zoo_teacher_resolves_with_its_card(cifar_jpeg):
     teacher = load_model("zoo:cifar10_resnet44")
     assert teacher.arch == "resnet44_cifar" and teacher.num_classes == 10 and teacher.classes[0] == "airplane"
     assert teacher.eval.size == 32 and not teacher.model.training
+
+
+def test_ensemble_teacher_of_copies_labels_as_the_model(image_folder, tmp_path):
+    from trainkit.distill import load_teacher
+
+    ckpt = str(write_checkpoint(tmp_path / "t.pt", image_folder, seed=5))
+    single, pair = load_teacher(DistillCfg(teacher=ckpt)), load_teacher(DistillCfg(teacher=[ckpt, ckpt]))
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(pair.model(x), single.model(x))
+    assert pair.classes == single.classes == ["cat", "dog", "fox"]
