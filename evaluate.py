@@ -6,6 +6,12 @@ prints top-1/top-5/loss/ECE and writes metrics.json, per_class.csv,
 confusion.csv and confusion.png (default: <run folder>/eval/<split>-<checkpoint>/,
 for zoo models runs/zoo-eval/<id>-<split>/). ``--update-card`` writes the measured
 top-1/top-5 into the card, with the date, hardware and this command.
+
+Ensembles: ``python evaluate.py --ensemble A B C [--combine mean_logits|mean_probs|weighted|vote]
+[--weights ...]`` with members given as run folders, checkpoints, zoo:<id>, timm:<name> or weights
+files (with --arch), or ``python evaluate.py zoo:<ensemble card>`` (zoo/ensembles/). Each member is
+fed its own eval preprocessing; one table holds every member and the ensemble
+(runs/ensemble-eval/<name>-<split>/).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from trainkit.checkpoint import resolve_checkpoint
 from trainkit.cli import one_line_errors, setup_logging
 from trainkit.distributed import cleanup, init_distributed, pick_device
 from trainkit.evaluation import SPLITS, evaluate_checkpoint, write_report
+from trainkit.ensemble import COMBINE, ensemble_card_path
 from trainkit.metrics import format_metrics
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="run folder, checkpoint file or zoo:<id>")
+    p.add_argument("path", nargs="?", help="run folder, checkpoint file or zoo:<id> (a model or ensemble card)")
     p.add_argument("--split", choices=SPLITS, help="default: test (zoo models: the card's split)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run folder")
     p.add_argument("--data-root", help="override data.root (the data set moved)")
@@ -36,7 +43,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="report folder")
     p.add_argument("--update-card", action="store_true", help="zoo models: write the measured metrics into the card")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    return p.parse_args(argv)
+    p.add_argument("--ensemble", nargs="+", metavar="MODEL", help="evaluate these models and their ensemble")
+    p.add_argument("--combine", choices=COMBINE.names(), default="mean_logits", help="ensemble rule")
+    p.add_argument("--weights", nargs="+", type=float, help="--combine weighted: one weight per member")
+    p.add_argument("--arch", help="architecture of plain weights files among the ensemble members")
+    args = p.parse_args(argv)
+    if not args.path and not args.ensemble:
+        p.error("give a run folder, checkpoint or zoo:<id>, or --ensemble MODEL [MODEL ...]")
+    return args
 
 
 def evaluate_zoo(args: argparse.Namespace, device) -> int:
@@ -68,12 +82,61 @@ def evaluate_zoo(args: argparse.Namespace, device) -> int:
     return 0
 
 
+def evaluate_ensemble_cli(args: argparse.Namespace, device) -> int:
+    """Members and their ensemble in one table; zoo ensemble cards take members and rule from the card."""
+    import dataclasses
+    import json
+
+    from trainkit.ensemble import evaluate_ensemble, format_table
+    from trainkit.resolve import load_model, with_data_root
+
+    name, card = "ensemble", None
+    specs, rule, weights = args.ensemble, args.combine, args.weights
+    if not specs:   # zoo:<ensemble card>
+        from trainkit.ensemble import load_ensemble_card
+
+        card = load_ensemble_card(args.path.removeprefix("zoo:"))
+        name, specs, rule, weights = card.id, card.members, card.combine, card.weights
+    members = [load_model(spec, arch=args.arch) for spec in specs]
+    if args.data_root:
+        members = [with_data_root(m, args.data_root) for m in members]
+    data = next((m.data for m in members if m.data is not None), None)
+    if data is not None:
+        # every image of the split, whatever subset the first member trained with
+        data = dataclasses.replace(data, limit_eval=None)
+    report = evaluate_ensemble(members, rule, weights, split=args.split, data_cfg=data, batch=args.batch or 500,
+                               workers=2 if args.workers is None else args.workers, device=device,
+                               precision=args.precision or "fp32")
+    out = args.out or Path("runs") / "ensemble-eval" / f"{name}-{args.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_table(report)
+    (out / "ensemble.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "ensemble.md").write_text(table + "\n")
+    print(f"{args.split} split of {report['data_root']}:")
+    print(table)
+    if card is not None and args.update_card:
+        import time
+
+        from trainkit.ensemble import card_with_metrics, write_ensemble_card
+        from trainkit.trainer import hardware_description
+
+        command = " ".join(["python evaluate.py", *sys.argv[1:]])
+        card = card_with_metrics(card, report, hardware=hardware_description(device), command=command,
+                                 date=time.strftime("%Y-%m-%d"))
+        print(f"card updated: {write_ensemble_card(card)} (top1 {card.metrics.top1:.2f}%)")
+    print(f"report: {out}")
+    return 0
+
+
 @one_line_errors
 def main() -> int:
     args = parse_args(sys.argv[1:])
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ensemble or (args.path.startswith("zoo:") and ensemble_card_path(args.path[4:]).is_file()):
+        args.split = args.split or "test"
+        return evaluate_ensemble_cli(args, pick_device(args.device, 0))
     if args.path.startswith("zoo:"):
         return evaluate_zoo(args, pick_device(args.device, 0))
     ckpt = resolve_checkpoint(args.path, args.checkpoint)

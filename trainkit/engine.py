@@ -25,6 +25,15 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+def with_inputs(loss_fn: Callable) -> Callable:
+    """Every loss is called as ``loss(outputs, targets, images)``; a plain ``loss(outputs, targets)``
+    is adapted once here, so the step has one call whether or not the loss reads the inputs
+    (a distillation wrapper sets ``takes_inputs`` because its teacher labels the same images)."""
+    if getattr(loss_fn, "takes_inputs", False):
+        return loss_fn
+    return lambda outputs, targets, images: loss_fn(outputs, targets)
+
+
 class TrainStep:
     """One training-step path for every precision and accumulation setting.
 
@@ -36,7 +45,7 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
                  *, device: torch.device, precision: str, accum_steps: int, clip_grad_norm: float | None,
                  nonfinite: str = "stop"):
-        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, with_inputs(loss_fn), optimizer, scheduler
         self.device, self.precision, self.accum_steps, self.clip = device, precision, accum_steps, clip_grad_norm
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.optimizer_steps = 0
@@ -53,7 +62,7 @@ class TrainStep:
         ctx = contextlib.nullcontext() if last_in_step or sync is None else sync()
         with ctx:
             with autocast(self.device, self.precision):
-                loss = self.loss_fn(self.model(images), targets)
+                loss = self.loss_fn(self.model(images), targets, images)
             self.scaler.scale(loss / self.accum_steps).backward()
         self._group_finite &= torch.isfinite(loss.detach())
         if last_in_step:

@@ -226,6 +226,66 @@ class FinetuneCfg:
 
 
 @dataclass(frozen=True)
+class DistillCfg:
+    """Knowledge distillation (trainkit.distill): the task loss mixed with a loss against a frozen teacher."""
+    teacher: list[str] | str | None = None   # zoo:<id>, timm:<name>, run folder/checkpoint, weights file; a list: an ensemble
+    teacher_arch: str | None = None       # architecture of a plain weights file (checkpoints and zoo cards name theirs)
+    combine: Literal["mean_logits", "mean_probs", "weighted", "vote"] = "mean_logits"  # a list of teachers
+    weights: list[float] | None = None    # combine=weighted: one per teacher
+    kind: Literal["soft", "hard"] = "soft"   # soft: KL at temperature tau; hard: CE on the teacher's argmax
+    alpha: float = 0.5                    # weight of the distillation term; the task loss gets 1 - alpha
+    tau: float = 1.0                      # soft: temperature; the KL term is scaled by tau**2
+    class_map: str | dict | None = None   # teacher classes differ from the data's: by_name, or {data class: teacher class}
+    cache_logits: bool = False            # keep teacher logits per input image; only without random augmentation
+
+    def check(self, key: str) -> None:
+        teachers = [self.teacher] if isinstance(self.teacher, str) else list(self.teacher or [])
+        if self.teacher is None:
+            others = [n for n, v, d in (("teacher_arch", self.teacher_arch, None), ("class_map", self.class_map, None),
+                                        ("cache_logits", self.cache_logits, False), ("weights", self.weights, None))
+                      if v != d]
+            if others:
+                raise RecipeError(f"{key}.{others[0]}: set only with {key}.teacher")
+            return
+        if not teachers or not all(teachers):
+            raise RecipeError(f"{key}.teacher: a model spec or a non-empty list of them, got {self.teacher!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RecipeError(f"{key}.alpha: must be in [0, 1], got {self.alpha}")
+        if self.tau <= 0 or (self.kind == "hard" and self.tau != 1.0):
+            raise RecipeError(f"{key}.tau: a positive temperature, used only by kind=soft; got {self.tau} "
+                              f"with kind={self.kind}")
+        if (self.combine == "weighted") != (self.weights is not None):
+            raise RecipeError(f"{key}.weights: give them exactly when combine=weighted (got combine={self.combine})")
+        if self.weights is not None and (len(self.weights) != len(teachers) or min(self.weights) < 0
+                                         or sum(self.weights) <= 0):
+            raise RecipeError(f"{key}.weights: one non-negative weight per teacher ({len(teachers)}), got {self.weights}")
+        if isinstance(self.class_map, str) and self.class_map != "by_name":
+            raise RecipeError(f"{key}.class_map: 'by_name' or a mapping {{data class: teacher class}}, "
+                              f"got {self.class_map!r}")
+        if self.teacher_arch is not None:
+            from .build import check_model_name  # late: building imports timm's model registry
+            check_model_name(self.teacher_arch, f"{key}.teacher_arch")
+
+    def check_inputs(self, recipe: "Recipe") -> None:
+        """Cached teacher logits are valid only when every epoch feeds each sample the same input."""
+        if not self.cache_logits:
+            return
+        reasons = [r for r in (check(recipe) for check in INPUT_RANDOMNESS) if r]
+        if reasons:
+            raise RecipeError(f"distill.cache_logits: refused because {reasons[0]}: the teacher would see another "
+                              f"input each epoch (turn the random augmentation off, or cache_logits=false)")
+
+
+# Every recipe key that makes a training input differ between epochs; distill.cache_logits
+# refuses them. A new random augmentation adds its check here.
+INPUT_RANDOMNESS = [
+    lambda r: f"augment.crop={r.augment.crop} crops at random" if r.augment.crop != "none" else None,
+    lambda r: f"augment.hflip={r.augment.hflip} flips at random" if r.augment.hflip > 0 else None,
+    lambda r: ("mixup mixes random pairs" if getattr(getattr(r, "mixup", None), "active", False) else None),
+]
+
+
+@dataclass(frozen=True)
 class RuntimeCfg:
     """How the run executes; changing these must not change what is trained."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -267,6 +327,7 @@ class Recipe:
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
+    distill: DistillCfg = field(default_factory=DistillCfg)
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
 
     def check(self, key: str) -> None:
@@ -275,6 +336,7 @@ class Recipe:
             raise RecipeError(f"augment.pad_px: {self.augment.pad_px} px must be smaller than the image ({size} px)")
         if self.model.in_chans is not None and len(self.data.eval.mean) not in (1, self.model.in_chans):
             raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for model.in_chans={self.model.in_chans}")
+        self.distill.check_inputs(self)
 
 
 # ---------------------------------------------------------------- loading

@@ -27,6 +27,7 @@ from .engine import TrainStep, evaluate, train_one_epoch
 from .evaluation import evaluate_checkpoint
 from .faults import Preempted, StopOnSigterm
 from .finetune import Finetuner
+from .distill import build_distillation
 from .losses import build_loss
 from .build import build_model, count_params
 from .optim import build_optimizer, build_scheduler
@@ -171,7 +172,10 @@ class Trainer:
         self.compile_s = 0.0
         if rt.compile:
             net = torch.compile(net)
-        self.step = TrainStep(net, build_loss(recipe.loss), optimizer, scheduler, device=device,
+        loss_fn = build_distillation(build_loss(recipe.loss), recipe.distill, student=self.model,
+                                     student_eval=recipe.data.eval, in_chans=plan.in_chans,
+                                     classes=list(data.classes), device=device)
+        self.step = TrainStep(net, loss_fn, optimizer, scheduler, device=device,
                               precision=plan.precision, accum_steps=plan.accum_steps,
                               clip_grad_norm=recipe.optim.clip_grad_norm, nonfinite=recipe.train.nonfinite)
         self.eval_net = net
