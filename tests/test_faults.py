@@ -233,7 +233,7 @@ def test_nonfinite_skip_leaves_weights_untouched_and_counts():
 
 def test_nonfinite_stop_raises_a_clear_error():
     step = make_step(tiny_mlp())
-    with pytest.raises(NonFiniteLoss, match="non-finite loss at optimizer step 1.*train.nonfinite=skip"):
+    with pytest.raises(NonFiniteLoss, match="non-finite loss by optimizer step 1.*train.nonfinite=skip"):
         step.micro(*nan_batch(), last_in_step=True)
 
 

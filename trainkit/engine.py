@@ -44,7 +44,7 @@ class TrainStep:
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler,
                  *, device: torch.device, precision: str, accum_steps: int, clip_grad_norm: float | None,
-                 nonfinite: str = "stop"):
+                 nonfinite: str = "stop", check_every_steps: int = 1):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, with_inputs(loss_fn), optimizer, scheduler
         self.device, self.precision, self.accum_steps, self.clip = device, precision, accum_steps, clip_grad_norm
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -53,6 +53,10 @@ class TrainStep:
         self.skipped_steps = 0                # steps skipped for a non-finite loss
         self.stop_requested = False           # set by a SIGTERM handler; honoured at the next step
         self.stopping = False                 # all ranks agreed to stop after this step
+        # With "stop", the finite flag and a pending SIGTERM are read (a host sync, plus an
+        # all-reduce under DDP) only every check_every_steps steps, so fast GPU steps do not stall;
+        # "skip" must decide at every step. Checkpoints refuse non-finite weights in between.
+        self.check_every = 1 if nonfinite == "skip" else max(1, check_every_steps)
         self._group_finite = torch.ones((), dtype=torch.bool, device=device)
 
     def micro(self, images: torch.Tensor, targets: torch.Tensor, last_in_step: bool) -> torch.Tensor:
@@ -70,16 +74,12 @@ class TrainStep:
         return loss.detach()
 
     def finish(self) -> None:
-        # One host sync per step: every rank must agree to skip (or stop) the same step.
-        bad, self.stopping = agree_any([not bool(self._group_finite), self.stop_requested], self.device)
-        self._group_finite.fill_(True)
-        if bad and self.nonfinite == "stop":
-            raise NonFiniteLoss(f"non-finite loss at optimizer step {self.optimizer_steps + 1}; stopped without "
-                                "saving, so the last checkpoint holds the last good weights "
-                                "(train.nonfinite=skip skips such steps and counts them)")
-        if bad:
+        if (self.optimizer_steps + 1) % self.check_every == 0:
+            self.check()   # at the same step on every rank (a collective under DDP)
+        if self._skip_this_step:
             # The step happens as a no-op (as GradScaler's skipped steps do), so the
             # schedule and the step count stay aligned with the data.
+            self._skip_this_step = False
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.optimizer_steps += 1
@@ -93,6 +93,18 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.optimizer_steps += 1
+
+    _skip_this_step = False
+
+    def check(self) -> None:
+        """Read the finite flag and SIGTERM on every rank at once; every rank takes the same decision."""
+        bad, self.stopping = agree_any([not bool(self._group_finite), self.stop_requested], self.device)
+        self._group_finite.fill_(True)
+        if bad and self.nonfinite == "stop":
+            raise NonFiniteLoss(f"non-finite loss by optimizer step {self.optimizer_steps + 1}; stopped without "
+                                "saving, so the last checkpoint holds the last good weights "
+                                "(train.nonfinite=skip skips such steps and counts them)")
+        self._skip_this_step = bad
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -161,6 +173,8 @@ def train_one_epoch(step: TrainStep, loader: Iterable, *, steps: int, log_every:
         if last and step.stopping:
             break
     bar.close()
+    if not step.stopping:
+        step.check()     # a non-finite loss since the last check stops the run before the epoch checkpoint
     sync_device(step.device)
     seconds = time.perf_counter() - start
     return EpochStats(float(loss_sum) / max(1, done - start_micro), images, seconds, first_step_s)

@@ -177,7 +177,8 @@ class Trainer:
                                      classes=list(data.classes), device=device)
         self.step = TrainStep(net, loss_fn, optimizer, scheduler, device=device,
                               precision=plan.precision, accum_steps=plan.accum_steps,
-                              clip_grad_norm=recipe.optim.clip_grad_norm, nonfinite=recipe.train.nonfinite)
+                              clip_grad_norm=recipe.optim.clip_grad_norm, nonfinite=recipe.train.nonfinite,
+                              check_every_steps=rt.log_every_steps)
         self.eval_net = net
 
         self.logger = RunLogger(run_dir, enabled=dist.is_main)
