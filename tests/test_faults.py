@@ -233,7 +233,7 @@ def test_nonfinite_skip_leaves_weights_untouched_and_counts():
 
 def test_nonfinite_stop_raises_a_clear_error():
     step = make_step(tiny_mlp())
-    with pytest.raises(NonFiniteLoss, match="non-finite loss by optimizer step 1.*train.nonfinite=skip"):
+    with pytest.raises(NonFiniteLoss, match="non-finite loss or gradient by optimizer step 1.*train.nonfinite=skip"):
         step.micro(*nan_batch(), last_in_step=True)
 
 
@@ -254,3 +254,20 @@ def test_nonfinite_and_checkpoint_keys_are_validated(folder, tmp_path):
         load_recipe(recipe, ["train.nonfinite=ignore"])
     with pytest.raises(RecipeError, match="runtime.checkpoint_every_steps: must be >= 1"):
         load_recipe(recipe, ["runtime.checkpoint_every_steps=0"])
+
+
+def test_nonfinite_gradient_with_a_finite_loss_is_caught():
+    # Seen in practice: bf16 conv backward on a 1x1 map returns inf/NaN gradients while the loss is fine.
+    model = tiny_mlp()
+    step = make_step(model)
+    step.nonfinite = "skip"
+    handle = model[1].weight.register_hook(lambda g: g * float("nan"))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = step.micro(*batches(1, 4)[0], last_in_step=True)
+    assert torch.isfinite(loss) and step.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    handle.remove()
+    stop = make_step(tiny_mlp())
+    stop.model[1].weight.register_hook(lambda g: g * float("nan"))
+    with pytest.raises(NonFiniteLoss):
+        stop.micro(*batches(1, 4)[0], last_in_step=True)

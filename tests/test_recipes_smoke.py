@@ -24,8 +24,11 @@ def test_recipe_trains_a_few_steps(recipe, image_folder, tmp_path):
         from conftest import make_image_folder
         image_folder = make_image_folder(tmp_path / "cifar3", classes=("bird", "cat", "dog"))
         extra = ["distill.class_map=by_name"]
-    # Same recipe, only the data and sizes shrunk: 3 classes of 16 px images, 8 per step.
-    overrides = [f"data.name=imagefolder", f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16",
+    # Same recipe, only the data and sizes shrunk: 3 classes of 16 px images (ImageNet models: 32 px,
+    # the least that keeps their last stage above 1x1), 8 per step.
+    size = 32 if "imagenet_folder" in text else 16
+    overrides = [f"data.name=imagefolder", f"data.root={image_folder}", f"data.train_size={size}",
+                 f"data.eval.size={size}",
                  "data.eval.crop_pct=1.0", "train.global_batch=8", "schedule.epochs=1", "schedule.warmup_epochs=0",
                  "runtime.workers=0", f"runtime.out_dir={tmp_path}", "runtime.run_name=smoke", *extra]
     proc = subprocess.run([sys.executable, "train.py", str(recipe), *overrides], cwd=ROOT, capture_output=True,

@@ -34,6 +34,14 @@ def with_inputs(loss_fn: Callable) -> Callable:
     return lambda outputs, targets, images: loss_fn(outputs, targets)
 
 
+def grads_finite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """Whether every gradient is finite, as a device tensor (two fused kernels, no host sync)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack(torch._foreach_norm(grads)).isfinite().all()
+
+
 class TrainStep:
     """One training-step path for every precision and accumulation setting.
 
@@ -74,6 +82,10 @@ class TrainStep:
         return loss.detach()
 
     def finish(self) -> None:
+        if not self.scaler.is_enabled():
+            # A finite loss can still give non-finite gradients (seen: bf16 conv backward on a 1x1
+            # map); fp16's GradScaler checks gradients itself and skips such steps.
+            self._group_finite &= grads_finite(self.optimizer)
         if (self.optimizer_steps + 1) % self.check_every == 0:
             self.check()   # at the same step on every rank (a collective under DDP)
         if self._skip_this_step:
@@ -101,7 +113,7 @@ class TrainStep:
         bad, self.stopping = agree_any([not bool(self._group_finite), self.stop_requested], self.device)
         self._group_finite.fill_(True)
         if bad and self.nonfinite == "stop":
-            raise NonFiniteLoss(f"non-finite loss by optimizer step {self.optimizer_steps + 1}; stopped without "
+            raise NonFiniteLoss(f"non-finite loss or gradient by optimizer step {self.optimizer_steps + 1}; stopped without "
                                 "saving, so the last checkpoint holds the last good weights "
                                 "(train.nonfinite=skip skips such steps and counts them)")
         self._skip_this_step = bad
