@@ -47,6 +47,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--combine", choices=COMBINE.names(), default="mean_logits", help="ensemble rule")
     p.add_argument("--weights", nargs="+", type=float, help="--combine weighted: one weight per member")
     p.add_argument("--arch", help="architecture of plain weights files among the ensemble members")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                   help="evaluate the EMA weights (--no-ema: the raw ones); default: EMA when the run chose "
+                        "its best checkpoint by an EMA metric")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over horizontal flips")
+    p.add_argument("--tta-sizes", type=int, nargs="+", metavar="PX",
+                   help="also average over the eval batch resized to each of these sizes (multi-scale TTA)")
     args = p.parse_args(argv)
     if not args.path and not args.ensemble:
         p.error("give a run folder, checkpoint or zoo:<id>, or --ensemble MODEL [MODEL ...]")
@@ -144,9 +150,12 @@ def main() -> int:
     args.split = args.split or "test"
     try:
         report = evaluate_checkpoint(ckpt, split=args.split, dist=dist, device=device, data_root=args.data_root,
-                                     batch=args.batch, workers=args.workers, precision=args.precision)
+                                     batch=args.batch, workers=args.workers, precision=args.precision,
+                                     weights={None: "auto", True: "ema", False: "raw"}[args.ema],
+                                     tta_flip=args.tta, tta_sizes=args.tta_sizes)
         if dist.is_main:
-            out = args.out or ckpt.parent / "eval" / f"{args.split}-{ckpt.stem}"
+            tag = ("-ema" if report["weights"] == "ema" else "") + ("-tta" if args.tta or args.tta_sizes else "")
+            out = args.out or ckpt.parent / "eval" / f"{args.split}-{ckpt.stem}{tag}"
             write_report(report, out)
             print(f"{report['model']} {ckpt} [{args.split}]: {format_metrics(report['metrics'])}")
             print(f"report: {out}")

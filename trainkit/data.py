@@ -24,7 +24,9 @@ import torch
 from PIL import Image
 
 from .datasets import DataError, Split
-from .recipe import AugmentCfg, DataCfg, RuntimeCfg
+from .augment import BatchRandomErasing
+from .multiscale import Resolution, SizedBatches, cached_by_size, resize_uint8
+from .recipe import AugmentCfg, DataCfg, MultiScaleCfg, RuntimeCfg
 from .transforms import (BatchAugment, Normalize, batched_supported, eval_transform, pil_to_uint8,
                          to_channels, train_base_transform, train_sample_transform, resize_size)
 
@@ -99,14 +101,17 @@ def load_image(split: Split, index: int, chans: int) -> Image.Image:
 class SampleDataset(torch.utils.data.Dataset):
     """Per-sample path: ``(index, seed)`` -> ``(uint8 CHW, label)``, or None for a skipped bad image."""
 
-    def __init__(self, split: Split, transform: Callable, chans: int, on_corrupt: str):
+    def __init__(self, split: Split, transform: Callable, chans: int, on_corrupt: str,
+                 transform_at: Callable[[int], Callable] | None = None):
         self.split, self.transform, self.chans, self.on_corrupt = split, transform, chans, on_corrupt
+        self.transform_at = transform_at   # multi-scale: items carry the batch's size, px
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, item: tuple[int, int]):
-        index, seed = item
+        index, seed, *px = item
+        transform = self.transform_at(px[0]) if px and px[0] and self.transform_at else self.transform
         try:
             img = load_image(self.split, index, self.chans)
         except BAD_IMAGE_ERRORS as err:
@@ -119,7 +124,7 @@ class SampleDataset(torch.utils.data.Dataset):
         in_worker = torch.utils.data.get_worker_info() is not None
         with torch.random.fork_rng(devices=[], enabled=not in_worker):
             torch.manual_seed(seed)
-            out = pil_to_uint8(self.transform(img))
+            out = pil_to_uint8(transform(img))
         return out, int(self.split.targets[index])
 
 
@@ -196,10 +201,11 @@ class Loader:
 
     def __init__(self, batches: EpochBatches, source: Iterator | Callable, *, device: torch.device,
                  normalize: Normalize, augment: BatchAugment | None, channels_last: bool, seed: int,
-                 in_memory: bool):
+                 in_memory: bool, post: Callable | None = None):
         self.batches, self._source, self.device = batches, source, device
         self.normalize, self.augment, self.channels_last = normalize.to(device), augment, channels_last
         self.seed, self.in_memory, self.skipped = seed, in_memory, 0
+        self.post = post   # (images, targets, gen, epoch) -> (images, targets) on the normalised batch
         self.epoch = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -228,6 +234,8 @@ class Loader:
                 if self.augment is not None:
                     images = self.augment(images, gen)
                 images = self.normalize(images)
+                if self.post is not None:
+                    images, targets = self.post(images, targets, gen, self.epoch)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 yield images, targets
@@ -240,8 +248,10 @@ class Loader:
 def _tensor_source(images: torch.Tensor, targets: torch.Tensor, batches: EpochBatches) -> Callable:
     def produce():
         for batch in batches:
-            idx = torch.tensor([i for i, _ in batch], device=images.device)
-            yield images.index_select(0, idx), targets.index_select(0, idx), 0
+            idx = torch.tensor([item[0] for item in batch], device=images.device)
+            px = batch[0][2] if len(batch[0]) > 2 else None   # multi-scale: this batch's size
+            picked = images.index_select(0, idx)
+            yield (picked if px is None else resize_uint8(picked, px)), targets.index_select(0, idx), 0
     return produce
 
 
@@ -265,18 +275,47 @@ def use_in_memory(cfg: DataCfg, split: Split, size: int, chans: int, batched_ok:
     return decoded_mb <= cfg.in_memory_max_mb
 
 
+def train_batch_ops(augment: AugmentCfg, mix: Callable | None) -> Callable | None:
+    """The random ops on the normalised training batch: random erasing, then mixup/cutmix."""
+    erase = BatchRandomErasing(augment.random_erasing, augment.random_erasing_mode, augment.random_erasing_count) \
+        if augment.random_erasing > 0 else None
+    if erase is None and mix is None:
+        return None
+
+    def ops(images: torch.Tensor, targets: torch.Tensor, gen: torch.Generator, epoch: int):
+        if erase is not None:
+            images = erase(images, gen)
+        if mix is not None:
+            images, targets = mix(images, targets, gen, epoch)
+        return images, targets
+    return ops
+
+
 def make_loader(split: Split, *, train: bool, data: DataCfg, augment: AugmentCfg, settings: LoaderSettings,
                 chans: int, device: torch.device, seed: int, channels_last: bool,
-                rank: int = 0, world: int = 1) -> Loader:
-    """Build the loader for one split; picks the in-memory path when it applies."""
+                rank: int = 0, world: int = 1, multiscale: MultiScaleCfg | None = None,
+                mix: Callable | None = None) -> Loader:
+    """Build the loader for one split; picks the in-memory path when it applies.
+
+    Training only: ``multiscale`` gives each batch its own resolution; ``mix``
+    (a :class:`trainkit.mixup.Mixup`) turns targets soft after random erasing.
+    """
     ev = data.eval
     size = (data.train_size or ev.size) if train else ev.size
+    resolution = Resolution(multiscale, seed) if train and multiscale is not None else None
+    if resolution is not None and resolution.active:
+        size = max(size, resolution.max_px(size))   # in memory: decode once at the largest size
+    else:
+        resolution = None
     normalize = Normalize(ev.mean, ev.std, chans)
     batched_ok = batched_supported(augment) if train else True
     fast = use_in_memory(data, split, size, chans, batched_ok)
+    post = train_batch_ops(augment, mix) if train else None
+
+    def sample_transform(px: int) -> Callable:
+        return train_sample_transform(augment, px, ev.interpolation, tuple(ev.mean))
     if train:
-        base = train_base_transform(size, ev.interpolation) if fast else \
-            train_sample_transform(augment, size, ev.interpolation)
+        base = train_base_transform(size, ev.interpolation) if fast else sample_transform(size)
     else:
         base = eval_transform(ev)
     if fast:
@@ -287,14 +326,19 @@ def make_loader(split: Split, *, train: bool, data: DataCfg, augment: AugmentCfg
             images, targets = images.to(device), targets.to(device)
         batches = EpochBatches(len(targets), settings.batch, train=train, drop_last=settings.drop_last,
                                seed=seed, rank=rank, world=world)
+        if resolution is not None:
+            batches = SizedBatches(batches, resolution)
         aug = BatchAugment.from_cfg(augment) if train else None
         loader = Loader(batches, _tensor_source(images, targets, batches), device=device, normalize=normalize,
                         augment=aug if aug is not None and aug.active else None,
-                        channels_last=channels_last, seed=seed, in_memory=True)
+                        channels_last=channels_last, seed=seed, in_memory=True, post=post)
         loader.skipped = skipped
         return loader
     batches = EpochBatches(len(split), settings.batch, train=train, drop_last=settings.drop_last,
                            seed=seed, rank=rank, world=world)
-    dataset = SampleDataset(split, base, chans, data.on_corrupt)
+    if resolution is not None:
+        batches = SizedBatches(batches, resolution)
+    dataset = SampleDataset(split, base, chans, data.on_corrupt,
+                            transform_at=cached_by_size(sample_transform) if resolution is not None else None)
     return Loader(batches, _worker_source(dataset, batches, settings), device=device, normalize=normalize,
-                  augment=None, channels_last=channels_last, seed=seed, in_memory=False)
+                  augment=None, channels_last=channels_last, seed=seed, in_memory=False, post=post)

@@ -66,6 +66,7 @@ class TrainStep:
         # "skip" must decide at every step. Checkpoints refuse non-finite weights in between.
         self.check_every = 1 if nonfinite == "skip" else max(1, check_every_steps)
         self._group_finite = torch.ones((), dtype=torch.bool, device=device)
+        self.after_step: list[Callable[[int], None]] = []   # e.g. the EMA update; gets optimizer_steps
 
     def micro(self, images: torch.Tensor, targets: torch.Tensor, last_in_step: bool) -> torch.Tensor:
         """Forward/backward one micro-batch; step the optimizer on the last of a group."""
@@ -105,6 +106,8 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.optimizer_steps += 1
+        for hook in self.after_step:
+            hook(self.optimizer_steps)
 
     _skip_this_step = False
 

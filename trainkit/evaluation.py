@@ -20,16 +20,27 @@ from .distributed import DistInfo
 from .engine import evaluate
 from .metrics import format_metrics, write_confusion_csv, write_confusion_png
 from .build import build_model
+from .multiscale import TTA
 from .recipe import parse_recipe
 
 SPLITS = ("train", "val", "test")
 
 
-def model_from_checkpoint(ckpt: dict, path: Path) -> torch.nn.Module:
+def pick_weights(ckpt: dict, weights: str, path: Path) -> str:
+    """auto: the EMA weights when the run chose its best checkpoint by an EMA metric."""
+    if weights == "auto":
+        best_by = parse_recipe(ckpt["recipe"]).train.best_metric
+        return "ema" if best_by.startswith("ema_") and ckpt.get("ema") else "raw"
+    if weights == "ema" and not ckpt.get("ema"):
+        raise CheckpointError(f"{path}: no EMA weights in this checkpoint (the run had no ema.decay)")
+    return weights
+
+
+def model_from_checkpoint(ckpt: dict, path: Path, weights: str = "raw") -> torch.nn.Module:
     recipe = parse_recipe(ckpt["recipe"])
     model = build_model(dataclasses.replace(recipe.model, pretrained=None), ckpt["num_classes"], ckpt["in_chans"])
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["ema"]["model"] if weights == "ema" else ckpt["model"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit model {recipe.model.name}: {first}") from None
@@ -39,8 +50,13 @@ def model_from_checkpoint(ckpt: dict, path: Path) -> torch.nn.Module:
 def evaluate_checkpoint(path: str | Path, *, split: str = "test", dist: DistInfo = DistInfo(),
                         device: torch.device = torch.device("cpu"), data_root: str | None = None,
                         batch: int | None = None, workers: int | None = None, precision: str | None = None,
-                        show_progress: bool | str = "auto") -> dict:
-    """Evaluate a trainkit checkpoint; settings default to those the run trained with."""
+                        show_progress: bool | str = "auto", weights: str = "auto", tta_flip: bool = False,
+                        tta_sizes: list[int] | None = None) -> dict:
+    """Evaluate a trainkit checkpoint; settings default to those the run trained with.
+
+    ``weights``: raw, ema or auto (ema when the run picked its best by an EMA metric).
+    ``tta_flip`` / ``tta_sizes``: average softmax over flips and over the eval batch
+    resized to each size (see trainkit.multiscale.TTA)."""
     path = Path(path)
     ckpt = load_checkpoint(path)
     recipe = parse_recipe(ckpt["recipe"])
@@ -52,7 +68,8 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", dist: DistInfo
     if classes != list(ckpt["classes"]):
         raise CheckpointError(f"{path}: the data's classes differ from the checkpoint's "
                               f"({len(classes)} vs {len(ckpt['classes'])} classes)")
-    model = model_from_checkpoint(ckpt, path).to(device)
+    weights = pick_weights(ckpt, weights, path)
+    model = model_from_checkpoint(ckpt, path, weights).to(device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     settings = LoaderSettings.from_runtime(rt, batch or plan["eval_batch"], device, train=False)
@@ -62,11 +79,14 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", dist: DistInfo
                          chans=ckpt["in_chans"], device=device, seed=recipe.train.seed,
                          channels_last=rt.channels_last, rank=dist.rank, world=dist.world)
     precision = precision or plan["precision"]
+    if tta_flip or tta_sizes:
+        model = TTA(model, tta_sizes, flip=tta_flip)
     meter = evaluate(model, loader, num_classes=ckpt["num_classes"], device=device, precision=precision,
                      show_progress=show_progress, desc=f"eval {split}")
     return {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "model": recipe.model.name,
             "precision": precision, "batch": settings.batch, "classes": classes, "skipped_images": loader.skipped,
-            "recipe_hash": plan["recipe_hash"], "metrics": meter.compute()}
+            "recipe_hash": plan["recipe_hash"], "weights": weights,
+            "tta": {"flip": tta_flip, "sizes": list(tta_sizes or [])}, "metrics": meter.compute()}
 
 
 def write_report(report: dict, out_dir: Path) -> None:

@@ -100,22 +100,113 @@ class DataCfg:
 
 @dataclass(frozen=True)
 class AugmentCfg:
-    """Training augmentation. Every step here also exists as a batched tensor op (fast path)."""
+    """Training augmentation, applied in a fixed order (see trainkit.augment): crop, hflip,
+    auto_augment policy, color jitter, albumentations steps, then on the normalised batch
+    random erasing. crop/hflip/random erasing also exist as batched tensor ops (fast path);
+    a policy, color jitter or albumentations step moves training to the per-sample path."""
     crop: Literal["none", "pad", "random_resized"] = "none"
     pad_px: int = 4                       # crop: pad -> pad by this much, random crop back
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])       # random_resized
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])    # random_resized
+    interpolation: Interpolation | None = None   # random_resized; null: data.eval.interpolation
     hflip: float = 0.0                    # probability
+    # timm policy strings (rand-m9-mstd0.5, augmix-m3-w3, original, v0, 3a) or torchvision's
+    # trivial_augment_wide, autoaugment_imagenet|cifar10|svhn, augmix
+    auto_augment: str | None = None
+    color_jitter: float | list[float] | None = None   # brightness/contrast/saturation[/hue] strength
+    albumentations: list[dict] = field(default_factory=list)   # [{name: CLAHE, p: 0.5, clip_limit: 2.0}, ...]
+    random_erasing: float = 0.0           # probability per image (on the normalised batch)
+    random_erasing_mode: Literal["const", "rand", "pixel"] = "pixel"   # timm's fill modes
+    random_erasing_count: int = 1         # boxes per erased image
 
     def check(self, key: str) -> None:
-        if not 0.0 <= self.hflip <= 1.0:
-            raise RecipeError(f"{key}.hflip: a probability in [0, 1], got {self.hflip}")
-        if self.pad_px < 0:
-            raise RecipeError(f"{key}.pad_px: must be >= 0, got {self.pad_px}")
+        for name in ("hflip", "random_erasing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RecipeError(f"{key}.{name}: a probability in [0, 1], got {getattr(self, name)}")
+        if self.pad_px < 0 or self.random_erasing_count < 1:
+            raise RecipeError(f"{key}.pad_px >= 0 and {key}.random_erasing_count >= 1 are required")
         for name in ("scale", "ratio"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
                 raise RecipeError(f"{key}.{name}: expected [low, high] with 0 < low <= high, got {lo_hi}")
+        from .augment import check_augment  # late: the policy and albumentations registries
+
+        check_augment(self, key)
+
+
+@dataclass(frozen=True)
+class MixupCfg:
+    """Batch-level Mixup/CutMix with timm's semantics; targets become soft and the loss follows."""
+    mixup_alpha: float = 0.0              # Beta(alpha, alpha) for mixup; 0: off
+    cutmix_alpha: float = 0.0             # Beta(alpha, alpha) for cutmix; 0: off
+    cutmix_minmax: list[float] | None = None   # box side fraction [min, max]; replaces cutmix_alpha
+    prob: float = 1.0                     # probability of mixing a batch (or element, per mode)
+    switch_prob: float = 0.5              # with both on: probability of cutmix instead of mixup
+    mode: Literal["batch", "pair", "elem"] = "batch"   # one lambda per batch, per pair, per element
+    correct_lam: bool = True              # lambda from the clipped CutMix box area
+    off_epoch: int | None = None          # from this epoch (0-based) on, no mixing
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0 or self.cutmix_minmax is not None)
+
+    def check(self, key: str) -> None:
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise RecipeError(f"{key}.mixup_alpha and {key}.cutmix_alpha: must be >= 0")
+        for name in ("prob", "switch_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RecipeError(f"{key}.{name}: a probability in [0, 1], got {getattr(self, name)}")
+        mm = self.cutmix_minmax
+        if mm is not None and (len(mm) != 2 or not 0 < mm[0] <= mm[1] <= 1):
+            raise RecipeError(f"{key}.cutmix_minmax: expected [min, max] with 0 < min <= max <= 1, got {mm}")
+        if self.off_epoch is not None and self.off_epoch < 0:
+            raise RecipeError(f"{key}.off_epoch: must be >= 0 or null, got {self.off_epoch}")
+
+
+@dataclass(frozen=True)
+class EmaCfg:
+    """Exponential moving average of the weights (buffers included), evaluated beside them."""
+    decay: float | None = None            # per update; null: no EMA
+    every_steps: int = 1                  # update every N optimizer steps
+    warmup: bool = False                  # timm's ramp: decay_n = min(decay, 1 - (1 + n / gamma) ** -power)
+    warmup_gamma: float = 1.0
+    warmup_power: float = 2 / 3
+
+    def check(self, key: str) -> None:
+        if self.decay is not None and not 0.0 < self.decay < 1.0:
+            raise RecipeError(f"{key}.decay: must be in (0, 1) or null, got {self.decay}")
+        if self.every_steps < 1 or self.warmup_gamma <= 0 or self.warmup_power <= 0:
+            raise RecipeError(f"{key}: every_steps >= 1, warmup_gamma > 0 and warmup_power > 0 are required")
+
+
+@dataclass(frozen=True)
+class ProgressiveCfg:
+    """FFCV-style low-to-high resolution ramp: a pure function of the epoch."""
+    start_px: int = 160                   # resolution up to start_epoch
+    end_px: int = 192                     # resolution from end_epoch on
+    start_epoch: int = 0
+    end_epoch: int = 10
+    step_px: int = 32                     # sizes are rounded down to a multiple of this
+
+    def check(self, key: str) -> None:
+        if not 1 <= self.start_px <= self.end_px or self.step_px < 1:
+            raise RecipeError(f"{key}: need 1 <= start_px <= end_px and step_px >= 1, got "
+                              f"{self.start_px}, {self.end_px}, {self.step_px}")
+        if not 0 <= self.start_epoch <= self.end_epoch:
+            raise RecipeError(f"{key}: need 0 <= start_epoch <= end_epoch, got {self.start_epoch}, {self.end_epoch}")
+
+
+@dataclass(frozen=True)
+class MultiScaleCfg:
+    """Training resolution per batch (each batch one size); eval stays at data.eval.size (FixRes)."""
+    sizes: list[int] = field(default_factory=list)    # per-batch random train size, px; empty: off
+    progressive: ProgressiveCfg | None = None         # or a ramp over epochs
+
+    def check(self, key: str) -> None:
+        if any(s < 1 for s in self.sizes):
+            raise RecipeError(f"{key}.sizes: sizes must be >= 1 px, got {self.sizes}")
+        if self.sizes and self.progressive is not None:
+            raise RecipeError(f"{key}: choose sizes (random per batch) or progressive (per epoch), not both")
 
 
 @dataclass(frozen=True)
@@ -189,7 +280,7 @@ class TrainCfg:
     seed: int = 0
     deterministic: bool = False           # bit-reproducible runs (slower kernels on CUDA)
     eval_every_epochs: int = 1
-    best_metric: Literal["top1", "loss"] = "top1"
+    best_metric: Literal["top1", "loss", "ema_top1", "ema_loss"] = "top1"   # ema_*: needs ema.decay
     nonfinite: Literal["skip", "stop"] = "stop"   # a NaN/inf loss: skip that step (counted) or stop the run
 
     def check(self, key: str) -> None:
@@ -322,12 +413,15 @@ class Recipe:
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
+    mixup: MixupCfg = field(default_factory=MixupCfg)
+    multiscale: MultiScaleCfg = field(default_factory=MultiScaleCfg)
     loss: LossCfg = field(default_factory=LossCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     distill: DistillCfg = field(default_factory=DistillCfg)
+    ema: EmaCfg = field(default_factory=EmaCfg)
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
 
     def check(self, key: str) -> None:
@@ -337,6 +431,8 @@ class Recipe:
         if self.model.in_chans is not None and len(self.data.eval.mean) not in (1, self.model.in_chans):
             raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for model.in_chans={self.model.in_chans}")
         self.distill.check_inputs(self)
+        if self.train.best_metric.startswith("ema_") and self.ema.decay is None:
+            raise RecipeError(f"train.best_metric: {self.train.best_metric} needs an EMA; set ema.decay")
 
 
 # ---------------------------------------------------------------- loading

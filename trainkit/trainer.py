@@ -23,12 +23,14 @@ from .config import RecipeError
 from .data import LoaderSettings, make_loader, use_in_memory
 from .datasets import Split, open_source, resolve_splits
 from .distributed import DistInfo, barrier, convert_sync_batchnorm
+from .ema import ModelEma
 from .engine import TrainStep, evaluate, train_one_epoch
 from .evaluation import evaluate_checkpoint
 from .faults import Preempted, StopOnSigterm
 from .finetune import Finetuner
 from .distill import build_distillation
 from .losses import build_loss
+from .mixup import Mixup
 from .build import build_model, count_params
 from .optim import build_optimizer, build_scheduler
 from .plan import Plan, make_plan
@@ -108,13 +110,20 @@ INIT_FROM_DATA_IMAGES = 5000
 
 
 def first_images(loader, count: int) -> torch.Tensor:
-    """Up to ``count`` normalised training images from the start of epoch 0."""
+    """Up to ``count`` normalised training images from the start of epoch 0, at one size
+    (multi-scale batches of other sizes are skipped) and before random erasing and mixup."""
     batches, seen = [], 0
-    for x, _ in loader:
-        batches.append(x)
-        seen += len(x)
-        if seen >= count:
-            break
+    post, loader.post = loader.post, None   # statistics of images, not of mixed images
+    try:
+        for x, _ in loader:
+            if batches and x.shape[-2:] != batches[0].shape[-2:]:
+                continue
+            batches.append(x)
+            seen += len(x)
+            if seen >= count:
+                break
+    finally:
+        loader.post = post
     return torch.cat(batches)[:count]
 
 
@@ -149,9 +158,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         common = dict(data=recipe.data, augment=recipe.augment, chans=plan.in_chans, device=device,
                       seed=recipe.train.seed, channels_last=rt.channels_last, rank=dist.rank, world=dist.world)
+        mix = Mixup(recipe.mixup, plan.num_classes) if recipe.mixup.active else None
         self.train_loader = make_loader(data.splits["train"], train=True,
                                         settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
-                                        **common)
+                                        multiscale=recipe.multiscale, mix=mix, **common)
         self.val_loader = make_loader(data.splits["val"], train=False,
                                       settings=LoaderSettings.from_runtime(rt, plan.eval_batch, device, False), **common)
         if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
@@ -159,6 +169,8 @@ class Trainer:
             self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
         self.params = count_params(self.model)
         self.finetune = Finetuner(self.model, recipe.finetune, plan.num_classes)
+        # After the fine-tuning set-up (which may replace the head): the EMA copies the final model.
+        self.ema = ModelEma(self.model, recipe.ema) if recipe.ema.decay is not None else None
         optimizer = build_optimizer(self.model, recipe.optim, plan.lr,
                                     param_groups=self.finetune.param_groups(recipe.optim))
         scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
@@ -180,6 +192,8 @@ class Trainer:
                               clip_grad_norm=recipe.optim.clip_grad_norm, nonfinite=recipe.train.nonfinite,
                               check_every_steps=rt.log_every_steps)
         self.eval_net = net
+        if self.ema is not None:
+            self.step.after_step.append(self.ema.hook(self.model))
 
         self.logger = RunLogger(run_dir, enabled=dist.is_main)
         self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main)
@@ -194,7 +208,8 @@ class Trainer:
         rec = self.recipe
         return {
             "format": FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch, "model": self.model.state_dict(), "train_step": self.step.state_dict(),
-            "ema": None, "rng": capture_rng(), "recipe": recipe_dict(rec), "plan": self.plan.to_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": capture_rng(), "recipe": recipe_dict(rec), "plan": self.plan.to_dict(),
             "classes": list(self.data.classes), "arch": rec.model.name, "num_classes": self.plan.num_classes,
             "in_chans": self.plan.in_chans, "eval": recipe_dict(rec)["data"]["eval"], "metrics": metrics,
             "train_seconds": self.train_seconds, "versions": {"torch": str(torch.__version__), "timm": str(timm.__version__),
@@ -208,6 +223,8 @@ class Trainer:
                               f"(hash {ckpt['plan']['recipe_hash']} vs {self.plan.recipe_hash})")
         self.model.load_state_dict(ckpt["model"])
         self.step.load_state_dict(ckpt["train_step"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
         restore_rng(ckpt["rng"])
         self.checkpointer.load_state(ckpt.get("best"))
         self.start_epoch = int(ckpt["epoch"])
@@ -262,6 +279,11 @@ class Trainer:
                              precision=plan.precision, show_progress=self.show_progress, desc="val")
             val = meter.compute()
             row.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"])
+            if self.ema is not None:   # the averaged weights, beside the raw ones
+                ema = evaluate(self.ema.module, self.val_loader, num_classes=plan.num_classes, device=self.device,
+                               precision=plan.precision, show_progress=self.show_progress, desc="val ema").compute()
+                row.update(ema_val_top1=ema["top1"], ema_val_loss=ema["loss"])
+                val = {**val, "ema_top1": ema["top1"], "ema_loss": ema["loss"]}
         row["skipped_images"] = self.train_loader.skipped + self.val_loader.skipped
         self.checkpointer.save(self.state(epoch + 1, row), val)
         self.logger.epoch(row)
@@ -283,7 +305,7 @@ class Trainer:
             "run": self.run_dir.name, "recipe": self.recipe_path or "", "recipe_hash": self.plan.recipe_hash,
             "dataset": self.data.description, "model": self.recipe.model.name, "params": self.params,
             "epochs": self.plan.epochs, "split": "test", "checkpoint": best.name,
-            "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "ece": m["ece"], "samples": m["samples"],
+            "weights": report["weights"], "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "ece": m["ece"], "samples": m["samples"],
             "best_val": {"metric": self.checkpointer.metric, "value": self.checkpointer.best_value,
                          "epoch": self.checkpointer.best_epoch},
             "train_time_s": self.train_seconds, "compile_s": self.compile_s,

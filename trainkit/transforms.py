@@ -18,11 +18,11 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from .augment import batched_supported, random_resized_boxes, resized_crops, sample_steps
 from .recipe import AugmentCfg, EvalCfg
 
 INTERPOLATION = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
                  "bicubic": InterpolationMode.BICUBIC}
-BATCHED_CROPS = ("none", "pad")     # crops the in-memory path can do on whole batches
 
 
 def to_channels(img: Image.Image, chans: int) -> Image.Image:
@@ -71,22 +71,12 @@ def train_base_transform(size: int, interpolation: str) -> T.Compose:
                       T.CenterCrop(size)])
 
 
-def train_sample_transform(aug: AugmentCfg, size: int, interpolation: str) -> T.Compose:
-    """Per-sample (PIL) training transform; random crops then flip."""
-    if aug.crop == "random_resized":
-        steps = [T.RandomResizedCrop(size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
-                                     interpolation=INTERPOLATION[interpolation], antialias=True)]
-    else:
-        steps = [train_base_transform(size, interpolation)]
-        if aug.crop == "pad" and aug.pad_px:
-            steps.append(T.RandomCrop(size, padding=aug.pad_px, fill=0))
-    if aug.hflip:
-        steps.append(T.RandomHorizontalFlip(aug.hflip))
-    return T.Compose(steps)
+def train_sample_transform(aug: AugmentCfg, size: int, interpolation: str,
+                           mean: tuple[float, ...] = (0.5, 0.5, 0.5)) -> T.Compose:
+    """Per-sample (PIL) training transform: the steps of ``augment:`` in order (trainkit.augment).
 
-
-def batched_supported(aug: AugmentCfg) -> bool:
-    return aug.crop in BATCHED_CROPS
+    ``mean`` (0-1 per channel) is the fill colour of the geometric auto-augment ops."""
+    return T.Compose(sample_steps(aug, size, interpolation, list(mean)))
 
 
 @dataclass(frozen=True)
@@ -95,22 +85,31 @@ class BatchAugment:
 
     Random parameters are drawn on the CPU from the caller's generator, so the
     result is the same on CPU and GPU and reproducible from (seed, epoch, step).
+    The random-resized crop samples boxes like torchvision's RandomResizedCrop but
+    from the image as decoded (resized and centre-cropped to the training size), so
+    on non-square data it never sees the borders the per-sample path can crop from.
     """
     pad_px: int = 0
     hflip: float = 0.0
+    rrc_scale: tuple[float, float] | None = None   # random-resized crop when set
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     @classmethod
     def from_cfg(cls, aug: AugmentCfg) -> "BatchAugment":
         if not batched_supported(aug):
-            raise ValueError(f"augment.crop={aug.crop} has no batched form")
-        return cls(pad_px=aug.pad_px if aug.crop == "pad" else 0, hflip=aug.hflip)
+            raise ValueError(f"augment: {aug} has no batched form")
+        rrc = aug.crop == "random_resized"
+        return cls(pad_px=aug.pad_px if aug.crop == "pad" else 0, hflip=aug.hflip,
+                   rrc_scale=tuple(aug.scale) if rrc else None, rrc_ratio=tuple(aug.ratio))
 
     @property
     def active(self) -> bool:
-        return self.pad_px > 0 or self.hflip > 0
+        return self.pad_px > 0 or self.hflip > 0 or self.rrc_scale is not None
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
+        if self.rrc_scale is not None:
+            x = resized_crops(x, random_resized_boxes(b, h, w, self.rrc_scale, self.rrc_ratio, gen), h)
         if self.pad_px:
             # Pad once, then two gathers (rows, then columns) with per-sample offsets:
             # no per-sample Python, and ~2x cheaper than one 4-index advanced index.
