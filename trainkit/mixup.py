@@ -87,7 +87,8 @@ class Mixup:
                 (y0, y1, x0, x1), lam = self.box(h, w, lam, rng)
                 x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
             elif lam < 1.0:
-                x.mul_(lam).add_(x.flip(0), alpha=1.0 - lam)
+                partner = x.flip(0)   # a copy, taken before x is scaled in place
+                x.mul_(lam).add_(partner, alpha=1.0 - lam)
             return torch.full((b,), lam)
         if self.cfg.mode == "pair" and b % 2:
             raise ValueError(f"mixup.mode=pair needs an even batch, got {b}")
