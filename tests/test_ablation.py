@@ -1,0 +1,57 @@
+"""The ablation runner: step parsing, cumulative plan, the table, and a real tiny run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainkit.ablation import Step, StepResult, cumulative, markdown_table, parse_step
+from trainkit.config import RecipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_parse_step_and_cumulative_plan():
+    s = parse_step("mixup: mixup.mixup_alpha=0.2 'augment.albumentations=[{name: ToGray, p: 1.0}]'")
+    assert s == Step("mixup", ("mixup.mixup_alpha=0.2", "augment.albumentations=[{name: ToGray, p: 1.0}]"))
+    assert parse_step("ema.decay=0.99").name == "ema.decay=0.99"
+    with pytest.raises(RecipeError, match="expected 'name: key.path=value"):
+        parse_step("flip: hflip")
+    plan = cumulative(["a=1"], [Step("x", ("b=2",)), Step("y", ("c=3", "b=4"))])
+    assert [(s.name, o) for s, o in plan] == [("baseline", ["a=1"]), ("x", ["a=1", "b=2"]),
+                                              ("y", ["a=1", "b=2", "c=3", "b=4"])]
+
+
+def test_markdown_table_mean_std_and_gains():
+    rows = [StepResult(Step("baseline", ()), [80.0, 82.0], [10, 12], [20, 22]),
+            StepResult(Step("ema", ("ema.decay=0.99",)), [83.0, 83.0], [11, 11], [21, 21]),
+            StepResult(Step("bad", ("x=1",)), failed=["seed 0: boom"])]
+    table = markdown_table(rows, seeds=[0, 1])
+    assert "| 0 | baseline | — | 81.00 ± 1.41 |  |  | 2/2 | 11 | 21 |" in table
+    assert "| 1 | ema | `ema.decay=0.99` | 83.00 ± 0.00 | +2.00 | +2.00 | 2/2 | 11 | 21 |" in table
+    assert "| 2 | bad | `x=1` | failed |" in table and "seed 0: boom" in table
+
+
+def test_bad_step_key_fails_before_training(tmp_path):
+    proc = subprocess.run([sys.executable, "ablate.py", "recipes/quickstart.yaml", "--step", "x: mixup.alpha=0.2",
+                           "--out", str(tmp_path / "a.md")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown key mixup.alpha" in proc.stderr and not (tmp_path / "a.md").exists()
+
+
+@pytest.mark.slow
+def test_ablation_runs_each_cumulative_step_per_seed(image_folder, tmp_path):
+    base = [f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16", "train.global_batch=8",
+            "schedule.epochs=1", "runtime.workers=0", "runtime.threads=1"]
+    out = tmp_path / "ablation.md"
+    proc = subprocess.run([sys.executable, "ablate.py", "recipes/cifar10_resnet20.yaml", *base,
+                           "--step", "mix: mixup.mixup_alpha=0.2", "--seeds", "0", "1", "--out", str(out),
+                           "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    table = out.read_text()
+    assert "| 0 | baseline |" in table and "| 1 | mix | `mixup.mixup_alpha=0.2` |" in table
+    assert table.count("2/2") == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["00-s0", "00-s1", "01-s0", "01-s1"]
