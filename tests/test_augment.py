@@ -126,7 +126,8 @@ def test_steps_without_a_batched_form_use_the_per_sample_path(image_folder):
     split = resolve_splits(data, open_source(data))["train"]
     settings = LoaderSettings(batch=4, workers=0, pin_memory=False, prefetch_factor=2, persistent_workers=False,
                               drop_last=True)
-    for kw, fast in (({"crop": "random_resized", "hflip": 0.5}, True), ({"auto_augment": "trivial_augment_wide"}, False)):
+    cases = (({"crop": "random_resized", "hflip": 0.5}, True), ({"auto_augment": "trivial_augment_wide"}, False))
+    for kw, fast in cases:
         loader = make_loader(split, train=True, data=data, augment=aug(**kw), settings=settings, chans=3, device=CPU,
                              seed=0, channels_last=False)
         assert loader.in_memory is fast

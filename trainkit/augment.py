@@ -199,8 +199,8 @@ def check_augment(aug: "AugmentCfg", key: str) -> None:
     if aug.color_jitter is not None:
         jit = jitter_strengths(aug.color_jitter)
         if len(jit) not in (3, 4) or any(v < 0 for v in jit) or (len(jit) == 4 and jit[3] > 0.5):
-            raise RecipeError(f"{key}.color_jitter: a strength >= 0 or [brightness, contrast, saturation(, hue <= 0.5)],"
-                              f" got {aug.color_jitter}")
+            raise RecipeError(f"{key}.color_jitter: a strength >= 0 or [brightness, contrast, saturation"
+                              f"(, hue <= 0.5)], got {aug.color_jitter}")
     for i, spec in enumerate(aug.albumentations):
         build_albumentation(spec, f"{key}.albumentations[{i}]")
 
