@@ -100,6 +100,7 @@ def test_ema_is_checkpointed_and_restored_on_resume(image_folder, tmp_path):
     assert all("ema_val_top1" in r and "val_top1" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_best_by_ema_metric_evaluates_ema_weights(image_folder, tmp_path):
     args = [f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16", "train.global_batch=8",
             "schedule.epochs=1", "ema.decay=0.5", "train.best_metric=ema_top1", "runtime.workers=0",
@@ -109,3 +110,14 @@ def test_best_by_ema_metric_evaluates_ema_weights(image_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["weights"] == "ema" and summary["best_val"]["metric"] == "ema_top1"
+    # evaluate.py: the same EMA weights reproduce the summary; raw weights and TTA on request.
+    for flags, weights, tta in (([], "ema", False), (["--weights", "raw", "--tta", "--tta-sizes", "12", "16"],
+                                                      "raw", True)):
+        proc = subprocess.run([sys.executable, "evaluate.py", str(tmp_path / "e"), *flags], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        name = "test-best-ema" if weights == "ema" else "test-best-tta"
+        report = json.loads((tmp_path / "e" / "eval" / name / "metrics.json").read_text())
+        assert report["weights"] == weights and report["tta"]["flip"] is tta
+        if not tta:
+            assert report["metrics"]["top1"] == summary["top1"]
