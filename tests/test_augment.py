@@ -165,3 +165,18 @@ def test_random_erasing_boxes_and_fill(mode):
     if mode == "const":
         assert (out[~(out == 7.0)] == 0).all()
     assert torch.equal(x, torch.full_like(x, 7.0))   # not in place
+
+
+def test_batched_rrc_boxes_follow_torchvision_distribution():
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(0)
+    scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
+    ref = torch.tensor([RandomResizedCrop.get_params(torch.empty(3, 40, 30), list(scale), list(ratio))
+                        for _ in range(3000)], dtype=torch.float64)   # (top, left, h, w)
+    ours = random_resized_boxes(3000, 40, 30, scale, ratio, torch.Generator().manual_seed(1))
+    ref_area, ref_aspect = ref[:, 2] * ref[:, 3] / 1200, ref[:, 3] / ref[:, 2]
+    area = (ours[:, 2] - ours[:, 0]) * (ours[:, 3] - ours[:, 1]) / 1200
+    aspect = (ours[:, 2] - ours[:, 0]) / (ours[:, 3] - ours[:, 1])
+    assert abs(area.mean() - ref_area.mean()) < 0.02 and abs(aspect.mean() - ref_aspect.mean()) < 0.03
+    assert abs((area == 1).double().mean() - (ref_area == 1).double().mean()) < 0.02   # the fallback rate
