@@ -111,7 +111,7 @@ def test_best_by_ema_metric_evaluates_ema_weights(image_folder, tmp_path):
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["weights"] == "ema" and summary["best_val"]["metric"] == "ema_top1"
     # evaluate.py: the same EMA weights reproduce the summary; raw weights and TTA on request.
-    for flags, weights, tta in (([], "ema", False), (["--weights", "raw", "--tta", "--tta-sizes", "12", "16"],
+    for flags, weights, tta in (([], "ema", False), (["--no-ema", "--tta", "--tta-sizes", "12", "16"],
                                                       "raw", True)):
         proc = subprocess.run([sys.executable, "evaluate.py", str(tmp_path / "e"), *flags], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
