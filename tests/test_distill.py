@@ -131,7 +131,8 @@ def test_logit_cache_returns_the_teachers_logits_and_skips_seen_images():
         calls.append(len(x))
         return x.flatten(1)[:, :3] * 2
 
-    cache, images = LogitCache(), torch.randn(10, 3, 4, 4)
+    # Seeded so that a seen image sorts after a new one (the case where an insert shifts positions).
+    cache, images = LogitCache(), torch.randn(10, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     first = cache.lookup(images[:6], teacher)
     mixed = cache.lookup(images[[7, 2, 9, 0]], teacher)   # two seen, two new, in another batch
     again = cache.lookup(images[[9, 7, 2]], teacher)
@@ -219,3 +220,16 @@ def test_ensemble_teacher_of_copies_labels_as_the_model(image_folder, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(pair.model(x), single.model(x))
     assert pair.classes == single.classes == ["cat", "dog", "fox"]
+
+
+@pytest.mark.parametrize("override, reason", [
+    ("augment.auto_augment=trivial_augment_wide", "auto_augment"),
+    ("augment.color_jitter=0.4", "color_jitter"),
+    ("augment.random_erasing=0.25", "random_erasing"),
+    ("mixup.mixup_alpha=0.2", "mixup"),
+    ("multiscale.sizes=[12,16]", "multiscale"),
+])
+def test_logit_cache_refused_for_every_random_input_technique(image_folder, override, reason):
+    with pytest.raises(RecipeError) as err:
+        tiny_recipe(image_folder, "distill.teacher=runs/x", "distill.cache_logits=true", override)
+    assert f"distill.cache_logits: refused because" in str(err.value) and reason in str(err.value)

@@ -120,15 +120,16 @@ class LogitCache:
             self.keys = self.keys.to(keys.device)
             pos = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)
             found = self.keys[pos] == keys
-        out = torch.empty(0)
+        cached = self.values.to(keys.device)[pos[found]] if bool(found.any()) else None
+        # Read the hits before inserting the misses: an insert shifts the positions found above.
         if not bool(found.all()):
             fresh = compute(images[~found]).float()
             self._insert(keys[~found], fresh)
             out = torch.empty(len(keys), fresh.shape[1], device=fresh.device)
             out[~found] = fresh
-        if bool(found.any()):
-            cached = self.values.to(keys.device)[pos[found]]
-            out = out if out.numel() else torch.empty(len(keys), cached.shape[1], device=cached.device)
+        else:
+            out = torch.empty(len(keys), cached.shape[1], device=cached.device)
+        if cached is not None:
             out[found] = cached
         hits = int(found.sum())
         self.hits, self.misses = self.hits + hits, self.misses + len(keys) - hits

@@ -372,7 +372,12 @@ class DistillCfg:
 INPUT_RANDOMNESS = [
     lambda r: f"augment.crop={r.augment.crop} crops at random" if r.augment.crop != "none" else None,
     lambda r: f"augment.hflip={r.augment.hflip} flips at random" if r.augment.hflip > 0 else None,
-    lambda r: ("mixup mixes random pairs" if getattr(getattr(r, "mixup", None), "active", False) else None),
+    lambda r: "mixup/cutmix mixes random pairs" if r.mixup.active else None,
+    lambda r: f"augment.auto_augment={r.augment.auto_augment} is random" if r.augment.auto_augment else None,
+    lambda r: "augment.color_jitter is random" if r.augment.color_jitter else None,
+    lambda r: "augment.albumentations steps may be random" if r.augment.albumentations else None,
+    lambda r: "augment.random_erasing erases at random" if r.augment.random_erasing > 0 else None,
+    lambda r: "multiscale changes the input size" if r.multiscale.sizes or r.multiscale.progressive else None,
 ]
 
 
