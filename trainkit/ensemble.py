@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import yaml
 
 from .checkpoint import CheckpointError
-from .config import RecipeError, from_dict, to_dict
+from .config import RecipeError, to_dict
 from .registry import Registry
 from .resolve import LoadedModel, adapted
 
@@ -253,14 +253,8 @@ def load_ensemble_card(card_id: str) -> EnsembleCard:
     path = ensemble_card_path(card_id)
     if not path.is_file():
         raise CheckpointError(f"zoo:{card_id}: no ensemble card at {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: invalid YAML: {getattr(err, 'problem', err)}") from None
-    card = from_dict(EnsembleCard, data, "")
-    if card.id != path.stem:
-        raise RecipeError(f"{path}: id {card.id!r} differs from the file name {path.stem!r}")
-    return card
+    from .zoo import read_card
+    return read_card(path, EnsembleCard)
 
 
 def write_ensemble_card(card: EnsembleCard) -> Path:

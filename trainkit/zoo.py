@@ -155,11 +155,16 @@ def load_card(card_id: str) -> ModelCard:
         ids = card_ids()
         raise CheckpointError(f"zoo:{card_id}: no such model card ({path} not found){did_you_mean(card_id, ids)}"
                               f" (known: {', '.join(ids) or 'none'})")
+    return read_card(path, ModelCard)
+
+
+def read_card(path: Path, schema: type):
+    """Parse a card file against its schema (unknown keys, types); its id must be its file name."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: invalid YAML: {getattr(err, 'problem', err)}") from None
-    card = from_dict(ModelCard, data, "")
+    card = from_dict(schema, data, "")
     if card.id != path.stem:
         raise RecipeError(f"{path}: id {card.id!r} differs from the file name {path.stem!r}")
     return card
