@@ -233,11 +233,11 @@ class Loader:
                 targets = targets.to(self.device, non_blocking=True)
                 if self.augment is not None:
                     images = self.augment(images, gen)
-                images = self.normalize(images)
+                layout = torch.channels_last if self.channels_last else torch.contiguous_format
+                images = self.normalize(images, layout)
                 if self.post is not None:
                     images, targets = self.post(images, targets, gen, self.epoch)
-                if self.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
+                    images = images.contiguous(memory_format=layout)   # a no-op unless post changed it
                 yield images, targets
         except DataError as err:
             # DataLoader re-raises worker errors with the worker's traceback in the message.

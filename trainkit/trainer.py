@@ -271,6 +271,7 @@ class Trainer:
                             f"saved {self.run_dir / 'last.pt'}; continue with --resume auto")
         row = {"epoch": epoch + 1, "step": self.step.optimizer_steps, "train_loss": stats.loss,
                "train_img_per_s": stats.img_per_s * self.dist.world, "train_epoch_s": stats.seconds,
+               "train_first_step_s": stats.first_step_s,
                "train_lr": self.step.scheduler.lr(), "train_mem_mb": peak_memory_mb(self.device),
                "train_nonfinite_steps": self.step.skipped_steps}
         val = None

@@ -111,16 +111,16 @@ class BatchAugment:
         if self.rrc_scale is not None:
             x = resized_crops(x, random_resized_boxes(b, h, w, self.rrc_scale, self.rrc_ratio, gen), h)
         if self.pad_px:
-            # Pad once, then two gathers (rows, then columns) with per-sample offsets:
-            # no per-sample Python, and ~2x cheaper than one 4-index advanced index.
+            # Pad once, view every (2p+1)^2 shifted window of each image (as_strided, no copy), then
+            # pick one window per image with one advanced index: no per-sample Python, and 2.5-3x
+            # cheaper than row/column gathers at 32 and 160 px.
             p = self.pad_px
-            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            padded = torch.nn.functional.pad(x, (p, p, p, p)).contiguous()
             dy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
             dx = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
-            rows = (dy[:, None] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-            x = torch.gather(padded, 2, rows.expand(b, x.shape[1], h, w + 2 * p))
-            cols = (dx[:, None] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-            x = torch.gather(x, 3, cols.expand(b, x.shape[1], h, w))
+            sb, sc, sh, sw = padded.stride()
+            windows = padded.as_strided((b, x.shape[1], 2 * p + 1, 2 * p + 1, h, w), (sb, sc, sh, sw, sh, sw))
+            x = windows[torch.arange(b, device=x.device), :, dy, dx]
         if self.hflip:
             flip = (torch.rand(b, generator=gen) < self.hflip).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -141,5 +141,9 @@ class Normalize(torch.nn.Module):
         self.register_buffer("scale", (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("shift", (-mean_t / std_t).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x.float(), self.scale)
+    def forward(self, x: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        # One pass converts uint8 -> float and lays the batch out as asked (channels_last: no
+        # second float copy), then the affine runs in place: ~2x less memory traffic at 160 px.
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format)
+        out.copy_(x)
+        return torch.addcmul(self.shift, out, self.scale, out=out)
