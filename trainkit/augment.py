@@ -278,7 +278,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tens
     from torchvision.ops import roi_align
 
     index = torch.arange(len(x), dtype=torch.float64)[:, None]
-    rois = torch.cat([index, boxes], 1).to(device=x.device, dtype=torch.float32)
+    rois = torch.cat([index, boxes], 1).to(device=x.device, dtype=torch.float32, non_blocking=True)
     out = roi_align(x.float(), rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 

@@ -248,7 +248,8 @@ class Loader:
 def _tensor_source(images: torch.Tensor, targets: torch.Tensor, batches: EpochBatches) -> Callable:
     def produce():
         for batch in batches:
-            idx = torch.tensor([item[0] for item in batch], device=images.device)
+            # Built on the host, copied without a stream sync (a plain H2D copy would wait for the GPU).
+            idx = torch.tensor([item[0] for item in batch]).to(images.device, non_blocking=True)
             px = batch[0][2] if len(batch[0]) > 2 else None   # multi-scale: this batch's size
             picked = images.index_select(0, idx)
             yield (picked if px is None else resize_uint8(picked, px)), targets.index_select(0, idx), 0

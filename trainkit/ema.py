@@ -36,13 +36,15 @@ class ModelEma:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         decay = self.decay_at(self.updates)
-        ema_state = self.module.state_dict()
-        for name, value in model.state_dict().items():
-            ema = ema_state[name]
-            if ema.is_floating_point():
-                ema.lerp_(value.detach().to(ema.dtype), 1.0 - decay)   # decay * ema + (1 - decay) * value
-            else:
-                ema.copy_(value)
+        ema_state, model_state = self.module.state_dict(), model.state_dict()
+        floats = [name for name, value in ema_state.items() if value.is_floating_point()]
+        # One fused lerp over all float tensors (a few kernel launches instead of one per tensor):
+        # decay * ema + (1 - decay) * value.
+        torch._foreach_lerp_([ema_state[n] for n in floats],
+                             [model_state[n].detach().to(ema_state[n].dtype) for n in floats], 1.0 - decay)
+        for name, value in ema_state.items():
+            if not value.is_floating_point():
+                value.copy_(model_state[name])
         self.updates += 1
 
     def hook(self, model: torch.nn.Module):

@@ -118,6 +118,6 @@ class Mixup:
             return x, y
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=gen)))
         x = x.clone()
-        lam = self.lambdas(x, rng).to(x.device)[:, None]
+        lam = self.lambdas(x, rng).to(x.device, non_blocking=True)[:, None]
         one_hot = F.one_hot(y, self.num_classes).float()
         return x, lam * one_hot + (1.0 - lam) * one_hot.flip(0)

@@ -167,10 +167,8 @@ class Trainer:
         if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
             # Data-dependent init (e.g. speednet's whitening stem), before DDP broadcasts rank 0's weights.
             self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
-        self.params = count_params(self.model)
         self.finetune = Finetuner(self.model, recipe.finetune, plan.num_classes)
-        # After the fine-tuning set-up (which may replace the head): the EMA copies the final model.
-        self.ema = ModelEma(self.model, recipe.ema) if recipe.ema.decay is not None else None
+        self.params = count_params(self.model)   # after a possible new head
         optimizer = build_optimizer(self.model, recipe.optim, plan.lr,
                                     param_groups=self.finetune.param_groups(recipe.optim))
         scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
@@ -181,6 +179,9 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=bool(self.finetune.frozen))
+        # After the fine-tuning set-up (which may replace the head) and after DDP has broadcast rank
+        # 0's weights: every rank's EMA starts from the same final model.
+        self.ema = ModelEma(self.model, recipe.ema) if recipe.ema.decay is not None else None
         self.compile_s = 0.0
         if rt.compile:
             net = torch.compile(net)

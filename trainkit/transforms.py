@@ -116,13 +116,13 @@ class BatchAugment:
             # cheaper than row/column gathers at 32 and 160 px.
             p = self.pad_px
             padded = torch.nn.functional.pad(x, (p, p, p, p)).contiguous()
-            dy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
-            dx = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
+            dy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device, non_blocking=True)
+            dx = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device, non_blocking=True)
             sb, sc, sh, sw = padded.stride()
             windows = padded.as_strided((b, x.shape[1], 2 * p + 1, 2 * p + 1, h, w), (sb, sc, sh, sw, sh, sw))
             x = windows[torch.arange(b, device=x.device), :, dy, dx]
         if self.hflip:
-            flip = (torch.rand(b, generator=gen) < self.hflip).to(x.device)
+            flip = (torch.rand(b, generator=gen) < self.hflip).to(x.device, non_blocking=True)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x
 
