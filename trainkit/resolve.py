@@ -154,14 +154,10 @@ def _from_weights(spec: str, path: Path, data: object, arch: str) -> LoadedModel
 
     from .build import check_model_name
 
+    from .zoo import unwrap_state_dict
+
     check_model_name(arch, "arch")
-    state = data
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict (a mapping of tensor names to tensors)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = unwrap_state_dict(data, path)
     model = timm.create_model(arch)
     # The file decides the class and channel counts: rebuild when its classifier or first conv differ.
     head_w = next((n for n in sorted(head_param_names(model)) if n.endswith("weight")), None)

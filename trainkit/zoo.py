@@ -205,7 +205,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"cannot load weights {path}: {str(err).splitlines()[0]}") from None
-    state = _torch_load(path)
+    return unwrap_state_dict(_torch_load(path), path)
+
+
+def unwrap_state_dict(state: object, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded file: ``model``/``state_dict`` wrappers and ``module.`` prefixes removed."""
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
