@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from trainkit.ablation import StepResult, cumulative, markdown_table, parse_step
+from trainkit.report.ablation import StepResult, cumulative, markdown_table, parse_step
 from trainkit.cli import one_line_errors
-from trainkit.recipe import load_recipe
+from trainkit.config.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainkit.table import TableError, collect, to_markdown, write_tables
+from trainkit.report.table import TableError, collect, to_markdown, write_tables
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = collect(args.paths)
         write_tables(rows, args.out, sort_by=args.sort)
         if not args.no_charts:
-            from trainkit.charts import accuracy_vs_time_png, curves_png
+            from trainkit.report.charts import accuracy_vs_time_png, curves_png
             accuracy_vs_time_png(rows, args.out / "accuracy_vs_time.png")
             curves_png(rows, args.out / "curves.png")
     except (TableError, OSError) as err:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from trainkit.checkpoint import resolve_checkpoint
+from trainkit.runtime.checkpoint import resolve_checkpoint
 from trainkit.cli import one_line_errors, setup_logging
-from trainkit.distributed import cleanup, init_distributed, pick_device
-from trainkit.evaluation import SPLITS, evaluate_checkpoint, write_report
-from trainkit.ensemble import COMBINE, ensemble_card_path
-from trainkit.metrics import format_metrics
+from trainkit.runtime.distributed import cleanup, init_distributed, pick_device
+from trainkit.eval.pipeline import SPLITS, evaluate_checkpoint, write_report
+from trainkit.eval.ensemble import COMBINE, ensemble_card_path
+from trainkit.eval.metrics import format_metrics
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,8 +63,8 @@ def evaluate_zoo(args: argparse.Namespace, device) -> int:
     """Evaluate a zoo card the way its metrics were measured; compare with (or update) the card."""
     import time
 
-    from trainkit import zoo
-    from trainkit.trainer import hardware_description
+    from trainkit.zoo import cards as zoo
+    from trainkit.train.trainer import hardware_description
 
     card = zoo.load_card(args.path.removeprefix("zoo:"))
     report = zoo.evaluate_card(card, data_root=args.data_root, split=args.split, device=device,
@@ -93,13 +93,13 @@ def evaluate_ensemble_cli(args: argparse.Namespace, device) -> int:
     import dataclasses
     import json
 
-    from trainkit.ensemble import evaluate_ensemble, format_table
-    from trainkit.resolve import load_model, with_data_root
+    from trainkit.eval.ensemble import evaluate_ensemble, format_table
+    from trainkit.models.hub import load_model, with_data_root
 
     name, card = "ensemble", None
     specs, rule, weights = args.ensemble, args.combine, args.weights
     if not specs:   # zoo:<ensemble card>
-        from trainkit.ensemble import load_ensemble_card
+        from trainkit.eval.ensemble import load_ensemble_card
 
         card = load_ensemble_card(args.path.removeprefix("zoo:"))
         name, specs, rule, weights = card.id, card.members, card.combine, card.weights
@@ -123,8 +123,8 @@ def evaluate_ensemble_cli(args: argparse.Namespace, device) -> int:
     if card is not None and args.update_card:
         import time
 
-        from trainkit.ensemble import card_with_metrics, write_ensemble_card
-        from trainkit.trainer import hardware_description
+        from trainkit.eval.ensemble import card_with_metrics, write_ensemble_card
+        from trainkit.train.trainer import hardware_description
 
         command = " ".join(["python evaluate.py", *sys.argv[1:]])
         card = card_with_metrics(card, report, hardware=hardware_description(device), command=command,

@@ -1,7 +1,7 @@
 """Pack an ImageFolder for streaming: ``python prepare.py <imagefolder> <out> [--size 32] [--shard-mb 256]``.
 
 Writes fixed-size uint8 records in shards, labels, and a manifest (classes, counts,
-sha256 of every file); see trainkit/packed.py. Train from it with the same recipe
+sha256 of every file); see trainkit/data/packed.py. Train from it with the same recipe
 plus ``data.format=packed data.root=<out>``. ``--verify <out>`` re-checks the checksums.
 """
 
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from trainkit.cli import one_line_errors
-from trainkit.datasets import DataError, imagefolder
-from trainkit.packed import sha256_file, verify, write_packed
-from trainkit.recipe import DataCfg
+from trainkit.data.sources import DataError, imagefolder
+from trainkit.data.packed import sha256_file, verify, write_packed
+from trainkit.config.recipe import DataCfg
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

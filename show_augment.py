@@ -17,11 +17,11 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from trainkit.cli import one_line_errors, setup_logging
-from trainkit.config import RecipeError
-from trainkit.data import LoaderSettings, make_loader
-from trainkit.mixup import Mixup
-from trainkit.recipe import load_recipe
-from trainkit.trainer import prepare_data
+from trainkit.config.schema import RecipeError
+from trainkit.data.loaders import LoaderSettings, make_loader
+from trainkit.data.mixup import Mixup
+from trainkit.config.recipe import load_recipe
+from trainkit.train.trainer import prepare_data
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

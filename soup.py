@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from trainkit.checkpoint import save_atomic
+from trainkit.runtime.checkpoint import save_atomic
 from trainkit.cli import one_line_errors, setup_logging
-from trainkit.distributed import pick_device
-from trainkit.soup import average_state_dicts, greedy_soup, load_candidates, soup_checkpoint, soup_context
+from trainkit.runtime.distributed import pick_device
+from trainkit.eval.soup import average_state_dicts, greedy_soup, load_candidates, soup_checkpoint, soup_context
 
 log = logging.getLogger("trainkit")
 

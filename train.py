@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from trainkit.checkpoint import load_checkpoint, resolve_checkpoint
+from trainkit.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 from trainkit.cli import log_to_file, one_line_errors, setup_logging
-from trainkit.config import RecipeError
-from trainkit.distributed import cleanup, init_distributed
-from trainkit.faults import newest_valid_checkpoint
-from trainkit.metrics import format_metrics
-from trainkit.recipe import apply_overrides, load_recipe, parse_recipe, recipe_yaml
-from trainkit.trainer import Trainer, plan_for, prepare_data, run_folder, seed_everything, write_run_header
+from trainkit.config.schema import RecipeError
+from trainkit.runtime.distributed import cleanup, init_distributed
+from trainkit.runtime.faults import newest_valid_checkpoint
+from trainkit.eval.metrics import format_metrics
+from trainkit.config.recipe import apply_overrides, load_recipe, parse_recipe, recipe_yaml
+from trainkit.train.trainer import Trainer, plan_for, prepare_data, run_folder, seed_everything, write_run_header
 
 log = logging.getLogger("trainkit")
 

@@ -24,11 +24,11 @@ import torch
 import yaml
 
 from trainkit.cli import one_line_errors, setup_logging
-from trainkit.config import RecipeError
-from trainkit.data import LoaderSettings, make_loader
-from trainkit.plan import batch_split
-from trainkit.recipe import Recipe, load_recipe
-from trainkit.trainer import prepare_data
+from trainkit.config.schema import RecipeError
+from trainkit.data.loaders import LoaderSettings, make_loader
+from trainkit.train.plan import batch_split
+from trainkit.config.recipe import Recipe, load_recipe
+from trainkit.train.trainer import prepare_data
 
 log = logging.getLogger("trainkit")
 

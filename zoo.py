@@ -39,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def import_akamaster(args: argparse.Namespace) -> None:
-    from trainkit import zoo
+    from trainkit.zoo import cards as zoo
 
     card = zoo.akamaster_card(args.file, args.id, args.arch, args.data_root)
     old = zoo.card_path(args.id)
@@ -51,13 +51,13 @@ def import_akamaster(args: argparse.Namespace) -> None:
 
 
 def readme(args: argparse.Namespace) -> None:
-    from trainkit.zoo import write_readme
+    from trainkit.zoo.cards import write_readme
 
     print(f"wrote {write_readme()}")
 
 
 def check(args: argparse.Namespace) -> None:
-    from trainkit import zoo
+    from trainkit.zoo import cards as zoo
 
     for card_id in zoo.card_ids():
         card = zoo.load_card(card_id)
@@ -65,7 +65,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    from trainkit.export import export_model, load_for_export
+    from trainkit.zoo.export import export_model, load_for_export
 
     model, name, input_size, meta = load_for_export(args.source)
     result = export_model(model, args.out / name, input_size, meta=meta, opset=args.opset)

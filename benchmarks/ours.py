@@ -20,9 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit.data import LoaderSettings, make_loader  # noqa: E402
-from trainkit.datasets import open_source, resolve_splits  # noqa: E402
-from trainkit.recipe import load_recipe  # noqa: E402
+from trainkit.data.loaders import LoaderSettings, make_loader  # noqa: E402
+from trainkit.data.sources import open_source, resolve_splits  # noqa: E402
+from trainkit.config.recipe import load_recipe  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:

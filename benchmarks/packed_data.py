@@ -33,9 +33,9 @@ def status_kb(key: str) -> int:
 def loader_for(root: Path, fmt: str, size: int, batch: int, workers: int):
     import torch
 
-    from trainkit.data import LoaderSettings, make_loader
-    from trainkit.datasets import open_source
-    from trainkit.recipe import AugmentCfg, DataCfg, EvalCfg
+    from trainkit.data.loaders import LoaderSettings, make_loader
+    from trainkit.data.sources import open_source
+    from trainkit.config.recipe import AugmentCfg, DataCfg, EvalCfg
 
     cfg = DataCfg(name="imagefolder", root=str(root), format=fmt, in_memory=False, eval=EvalCfg(size=size))
     split = open_source(cfg).splits["train"]
@@ -99,9 +99,9 @@ def main() -> int:
         sys.exit(f"error: {args.source} not found (the shared CIFAR-10 JPEG copy, or --source PATH)")
 
     if not (args.packed / "manifest.json").is_file():
-        from trainkit.datasets import imagefolder
-        from trainkit.packed import write_packed
-        from trainkit.recipe import DataCfg
+        from trainkit.data.sources import imagefolder
+        from trainkit.data.packed import write_packed
+        from trainkit.config.recipe import DataCfg
 
         start = time.perf_counter()
         write_packed(imagefolder(DataCfg(root=str(args.source))), args.packed, size=args.size, chans=3,

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> dict:
     step = None
     if args.mode in ("train", "eval"):
         import timm
-        import trainkit.models  # noqa: F401  (registers resnet20_cifar with timm: the same architecture)
+        import trainkit.models.cifar  # noqa: F401  (registers resnet20_cifar with timm: the same architecture)
 
         model = timm.create_model(args.model, num_classes=10).to(memory_format=torch.channels_last)
     if args.mode == "eval":

@@ -28,7 +28,7 @@ def cifar_jpeg() -> Path:
 
 @pytest.fixture
 def fashion_dir() -> Path:
-    from trainkit.datasets import debian_fashion_mnist_dir
+    from trainkit.data.sources import debian_fashion_mnist_dir
 
     found = debian_fashion_mnist_dir()
     if found is None:

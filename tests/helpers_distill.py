@@ -7,11 +7,11 @@ from pathlib import Path
 import timm
 import torch
 
-from trainkit.build import build_model
-from trainkit.checkpoint import FORMAT, save_atomic
-from trainkit.distributed import DistInfo
-from trainkit.recipe import apply_overrides, parse_recipe, recipe_dict
-from trainkit.trainer import plan_for, prepare_data
+from trainkit.models.build import build_model
+from trainkit.runtime.checkpoint import FORMAT, save_atomic
+from trainkit.runtime.distributed import DistInfo
+from trainkit.config.recipe import apply_overrides, parse_recipe, recipe_dict
+from trainkit.train.trainer import plan_for, prepare_data
 
 def tiny_recipe(folder: Path, *extra: str):
     """smallcnn (width 4) on a tiny ImageFolder, 16 px, fp32, one thread; ``extra`` are dotted overrides."""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainkit.ablation import Step, StepResult, cumulative, markdown_table, parse_step
-from trainkit.config import RecipeError
+from trainkit.report.ablation import Step, StepResult, cumulative, markdown_table, parse_step
+from trainkit.config.schema import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from trainkit.augment import AlbumentationsSteps, BatchRandomErasing, random_resized_boxes, resized_crops
-from trainkit.config import RecipeError
-from trainkit.data import LoaderSettings, make_loader
-from trainkit.datasets import open_source, resolve_splits
-from trainkit.recipe import AugmentCfg, DataCfg, EvalCfg, load_recipe, parse_recipe
-from trainkit.transforms import BatchAugment, batched_supported, train_sample_transform
+from trainkit.data.augment import AlbumentationsSteps, BatchRandomErasing, random_resized_boxes, resized_crops
+from trainkit.config.schema import RecipeError
+from trainkit.data.loaders import LoaderSettings, make_loader
+from trainkit.data.sources import open_source, resolve_splits
+from trainkit.config.recipe import AugmentCfg, DataCfg, EvalCfg, load_recipe, parse_recipe
+from trainkit.data.transforms import BatchAugment, batched_supported, train_sample_transform
 
 from conftest import ROOT
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkit.checkpoint import load_checkpoint
+from trainkit.runtime.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

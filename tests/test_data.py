@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from trainkit.data import EpochBatches, LoaderSettings, decode_split, make_loader
-from trainkit.datasets import DataError, open_source, resolve_splits
-from trainkit.recipe import AugmentCfg, DataCfg, EvalCfg
-from trainkit.transforms import BatchAugment, to_channels
+from trainkit.data.loaders import EpochBatches, LoaderSettings, decode_split, make_loader
+from trainkit.data.sources import DataError, open_source, resolve_splits
+from trainkit.config.recipe import AugmentCfg, DataCfg, EvalCfg
+from trainkit.data.transforms import BatchAugment, to_channels
 
 CPU = torch.device("cpu")
 

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from helpers_distill import run_entry, tiny_recipe, write_checkpoint
-from trainkit.config import RecipeError
-from trainkit.distill import (DistillationLoss, LogitCache, Teacher, build_distillation, class_index,
+from trainkit.config.schema import RecipeError
+from trainkit.train.distill import (DistillationLoss, LogitCache, Teacher, build_distillation, class_index,
                               hard_distillation, soft_distillation)
-from trainkit.engine import TrainStep
-from trainkit.losses import CrossEntropy
-from trainkit.optim import build_scheduler
-from trainkit.recipe import DistillCfg, EvalCfg, ScheduleCfg
-from trainkit.resolve import InputAdapter, LoadedModel, load_model
+from trainkit.train.engine import TrainStep
+from trainkit.train.losses import CrossEntropy
+from trainkit.train.optim import build_scheduler
+from trainkit.config.recipe import DistillCfg, EvalCfg, ScheduleCfg
+from trainkit.models.hub import InputAdapter, LoadedModel, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -200,14 +200,14 @@ def test_train_py_class_mismatch_is_one_line(image_folder, tmp_path, monkeypatch
 
 
 def test_zoo_teacher_resolves_with_its_card(cifar_jpeg):
-    pytest.importorskip("trainkit.zoo", reason="the model zoo (issue 4) is not in this branch yet")
+    pytest.importorskip("trainkit.zoo.cards", reason="the model zoo (issue 4) is not in this branch yet")
     teacher = load_model("zoo:cifar10_resnet44")
     assert teacher.arch == "resnet44_cifar" and teacher.num_classes == 10 and teacher.classes[0] == "airplane"
     assert teacher.eval.size == 32 and not teacher.model.training
 
 
 def test_ensemble_teacher_of_copies_labels_as_the_model(image_folder, tmp_path):
-    from trainkit.distill import load_teacher
+    from trainkit.train.distill import load_teacher
 
     ckpt = str(write_checkpoint(tmp_path / "t.pt", image_folder, seed=5))
     single, pair = load_teacher(DistillCfg(teacher=ckpt)), load_teacher(DistillCfg(teacher=[ckpt, ckpt]))

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import make_image_folder
-from trainkit.checkpoint import load_checkpoint
-from trainkit.data import EpochBatches
+from trainkit.runtime.checkpoint import load_checkpoint
+from trainkit.data.loaders import EpochBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -130,7 +130,7 @@ def test_train_shards_of_one_step_are_the_one_process_batch():
 
 
 def test_cpu_sync_batchnorm_without_a_process_group_is_batchnorm():
-    from trainkit.distributed import CpuSyncBatchNorm, convert_sync_batchnorm
+    from trainkit.runtime.distributed import CpuSyncBatchNorm, convert_sync_batchnorm
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
@@ -145,7 +145,7 @@ def test_ddp_fine_tuning_keeps_frozen_parts_and_unfreezes_on_schedule(runs, tmp_
     the head trains, and after unfreeze_after_epochs the backbone trains on both ranks in step."""
     base, folder = runs
     start = tmp_path / "start.pt"
-    python("-c", "import timm, torch, trainkit.build; torch.manual_seed(1); "
+    python("-c", "import timm, torch, trainkit.models.build; torch.manual_seed(1); "
                  f"torch.save(timm.create_model('smallcnn', num_classes=3, in_chans=3).state_dict(), '{start}')")
     before = torch.load(start, weights_only=True)
     common = [f"model.pretrained={start}", "finetune.freeze=backbone", "optim.weight_decay=0.01"]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkit.checkpoint import load_checkpoint
-from trainkit.distributed import DistInfo
-from trainkit.ema import ModelEma
-from trainkit.recipe import EmaCfg, load_recipe
-from trainkit.trainer import Trainer, plan_for, prepare_data, seed_everything
+from trainkit.runtime.checkpoint import load_checkpoint
+from trainkit.runtime.distributed import DistInfo
+from trainkit.train.ema import ModelEma
+from trainkit.config.recipe import EmaCfg, load_recipe
+from trainkit.train.trainer import Trainer, plan_for, prepare_data, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainkit.build import build_model
-from trainkit.config import RecipeError
-from trainkit.engine import TrainStep
-from trainkit.losses import BinaryCrossEntropy, CrossEntropy
-from trainkit.optim import LrFactor, build_optimizer, build_scheduler
-from trainkit.plan import batch_split, make_plan
-from trainkit.recipe import ModelCfg, OptimCfg, ScheduleCfg, load_recipe
+from trainkit.models.build import build_model
+from trainkit.config.schema import RecipeError
+from trainkit.train.engine import TrainStep
+from trainkit.train.losses import BinaryCrossEntropy, CrossEntropy
+from trainkit.train.optim import LrFactor, build_optimizer, build_scheduler
+from trainkit.train.plan import batch_split, make_plan
+from trainkit.config.recipe import ModelCfg, OptimCfg, ScheduleCfg, load_recipe
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import trainkit.data
+import trainkit.data.loaders
 from helpers_distill import run_entry, write_checkpoint
-from trainkit.checkpoint import CheckpointError
-from trainkit.config import RecipeError
-from trainkit.ensemble import COMBINE, combine, ensembles_dir, evaluate_ensemble, load_ensemble_card
-from trainkit.resolve import load_model
+from trainkit.runtime.checkpoint import CheckpointError
+from trainkit.config.schema import RecipeError
+from trainkit.eval.ensemble import COMBINE, combine, ensembles_dir, evaluate_ensemble, load_ensemble_card
+from trainkit.models.hub import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 X = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
@@ -64,8 +64,8 @@ def test_each_preprocessing_loads_the_split_once(checkpoints, monkeypatch):
     a, b = load_model(str(checkpoints[0])), load_model(str(checkpoints[1]))
     c = dataclasses.replace(load_model(str(checkpoints[1])), eval=dataclasses.replace(b.eval, size=12))
     built = []
-    real = trainkit.data.make_loader
-    monkeypatch.setattr(trainkit.data, "make_loader", lambda *args, **kw: built.append(kw["data"].eval.size)
+    real = trainkit.data.loaders.make_loader
+    monkeypatch.setattr(trainkit.data.loaders, "make_loader", lambda *args, **kw: built.append(kw["data"].eval.size)
                         or real(*args, **kw))
     report = evaluate_ensemble([a, b, c], "mean_probs", None, show_progress=False)
     assert sorted(built) == [12, 16]
@@ -97,8 +97,8 @@ def test_evaluate_py_ensemble_table(checkpoints, tmp_path, monkeypatch, capsys):
 
 
 def test_zoo_ensemble_card_loads(cifar_jpeg):
-    pytest.importorskip("trainkit.zoo", reason="the model zoo (issue 4) is not in this branch yet")
-    from trainkit.ensemble import ensemble_card_path, load_ensemble_card
+    pytest.importorskip("trainkit.zoo.cards", reason="the model zoo (issue 4) is not in this branch yet")
+    from trainkit.eval.ensemble import ensemble_card_path, load_ensemble_card
 
     if not ensemble_card_path("cifar10_resnet20_32_44").is_file():
         pytest.skip("no ensemble card yet")
@@ -113,7 +113,7 @@ def test_zoo_ensemble_card_loads(cifar_jpeg):
 @pytest.mark.parametrize("card_id", sorted(p.stem for p in ensembles_dir().glob("*.yaml")))
 def test_every_ensemble_card_passes_its_schema(card_id):
     card = load_ensemble_card(card_id)
-    zoo = pytest.importorskip("trainkit.zoo", reason="the model zoo (issue 4) is not in this branch")
+    zoo = pytest.importorskip("trainkit.zoo.cards", reason="the model zoo (issue 4) is not in this branch")
     for member in card.members:
         if member.startswith("zoo:"):
             zoo.load_card(member.removeprefix("zoo:"))   # each member's card exists and validates

@@ -6,10 +6,10 @@ import pytest
 import timm
 import torch
 
-import trainkit.models  # noqa: F401  (registers smallcnn)
-from trainkit.checkpoint import CheckpointError
-from trainkit.export import export_model, load_for_export, max_abs_diff_onnx
-from trainkit.zoo import load_weights
+import trainkit.models.cifar  # noqa: F401  (registers smallcnn)
+from trainkit.runtime.checkpoint import CheckpointError
+from trainkit.zoo.export import export_model, load_for_export, max_abs_diff_onnx
+from trainkit.zoo.cards import load_weights
 
 from conftest import WEIGHTS, require
 

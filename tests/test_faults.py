@@ -15,12 +15,12 @@ import torch
 
 from conftest import make_image_folder
 from test_distributed import ENV, ROOT, assert_same_weights, tiny_recipe
-from trainkit.callbacks import Checkpointer
-from trainkit.checkpoint import load_checkpoint
-from trainkit.config import RecipeError
-from trainkit.engine import NonFiniteLoss
-from trainkit.faults import PREEMPTED_EXIT, newest_valid_checkpoint
-from trainkit.recipe import load_recipe
+from trainkit.train.callbacks import Checkpointer
+from trainkit.runtime.checkpoint import load_checkpoint
+from trainkit.config.schema import RecipeError
+from trainkit.train.engine import NonFiniteLoss
+from trainkit.runtime.faults import PREEMPTED_EXIT, newest_valid_checkpoint
+from trainkit.config.recipe import load_recipe
 from test_engine import batches, make_step, tiny_mlp
 
 
@@ -54,8 +54,8 @@ def wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout=120) ->
 
 def build_trainer(recipe_path: Path, overrides: list[str], resume: bool):
     """What train.py's main() does, in this process."""
-    from trainkit.distributed import DistInfo
-    from trainkit.trainer import Trainer, plan_for, prepare_data, seed_everything, write_run_header
+    from trainkit.runtime.distributed import DistInfo
+    from trainkit.train.trainer import Trainer, plan_for, prepare_data, seed_everything, write_run_header
 
     recipe = load_recipe(recipe_path, overrides)
     device = torch.device("cpu")
@@ -80,7 +80,7 @@ def test_step_checkpoints_resume_mid_epoch_to_the_same_weights(folder, tmp_path,
 
     With augmentation on, both serving paths: the in-memory one draws per-batch seeds, the
     per-sample one per-sample seeds, so the skipped batches are never read."""
-    from trainkit.trainer import Trainer
+    from trainkit.train.trainer import Trainer
 
     _, recipe, *_ = tiny_recipe(folder, tmp_path, "x")
     common = [f"runtime.out_dir={tmp_path}", "runtime.checkpoint_every_steps=2", "augment.hflip=0.5",

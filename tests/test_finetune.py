@@ -12,11 +12,11 @@ import pytest
 import timm
 import torch
 
-import trainkit.models  # noqa: F401  (registers resnet*_cifar)
-from trainkit.config import RecipeError, from_dict
-from trainkit.finetune import Finetuner, layer_ids
-from trainkit.optim import build_optimizer, build_scheduler
-from trainkit.recipe import FinetuneCfg, OptimCfg, ScheduleCfg, load_recipe
+import trainkit.models.cifar  # noqa: F401  (registers resnet*_cifar)
+from trainkit.config.schema import RecipeError, from_dict
+from trainkit.train.finetune import Finetuner, layer_ids
+from trainkit.train.optim import build_optimizer, build_scheduler
+from trainkit.config.recipe import FinetuneCfg, OptimCfg, ScheduleCfg, load_recipe
 
 from conftest import WEIGHTS, require
 
@@ -156,7 +156,7 @@ def test_transfer_recipe_trains_on_another_class_count(image_folder, tmp_path):
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["samples"] == 18
     weights = torch.load(tmp_path / "t" / "last.pt", weights_only=True)["model"]
-    from trainkit.models import load_akamaster_state_dict
+    from trainkit.models.cifar import load_akamaster_state_dict
     rgb = load_akamaster_state_dict(WEIGHTS / "resnet20-12fca82f.th")
     assert weights["linear.weight"].shape == (3, 64)
     assert torch.allclose(weights["conv1.weight"], rgb["conv1.weight"].sum(1, keepdim=True))  # frozen

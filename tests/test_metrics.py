@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainkit.metrics import ClassificationMeter, format_metrics, write_confusion_csv, write_confusion_png
+from trainkit.eval.metrics import ClassificationMeter, format_metrics, write_confusion_csv, write_confusion_png
 
 C = 7
 SPLITS = (1, 13, 64, 5, 117)   # uneven batch sizes, one of a single sample

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainkit.losses import BinaryCrossEntropy, CrossEntropy
-from trainkit.mixup import Mixup, box_lam, cutmix_box
-from trainkit.recipe import MixupCfg
+from trainkit.train.losses import BinaryCrossEntropy, CrossEntropy
+from trainkit.data.mixup import Mixup, box_lam, cutmix_box
+from trainkit.config.recipe import MixupCfg
 
 C = 5
 

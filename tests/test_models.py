@@ -1,4 +1,4 @@
-"""trainkit.models: shapes through timm's registry, the paper's parameter counts, the real
+"""trainkit.models.cifar: shapes through timm's registry, the paper's parameter counts, the real
 akamaster weights loading strictly and classifying real CIFAR-10 JPEGs, and timm's classifier API."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from trainkit.models import ShortcutA, load_akamaster_state_dict
+from trainkit.models.cifar import ShortcutA, load_akamaster_state_dict
 
 SHARED = Path(os.environ.get("TRAINKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 WEIGHTS = SHARED / "weights" / "cifar10-resnet"

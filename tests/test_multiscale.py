@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from trainkit.data import LoaderSettings, make_loader
-from trainkit.datasets import open_source, resolve_splits
-from trainkit.multiscale import TTA, Resolution, resolution_at
-from trainkit.recipe import AugmentCfg, DataCfg, EvalCfg, MultiScaleCfg, ProgressiveCfg
+from trainkit.data.loaders import LoaderSettings, make_loader
+from trainkit.data.sources import open_source, resolve_splits
+from trainkit.data.multiscale import TTA, Resolution, resolution_at
+from trainkit.config.recipe import AugmentCfg, DataCfg, EvalCfg, MultiScaleCfg, ProgressiveCfg
 
 CPU = torch.device("cpu")
 

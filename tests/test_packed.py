@@ -13,9 +13,9 @@ from PIL import Image
 
 from conftest import make_image_folder
 from test_distributed import ENV, ROOT, tiny_recipe
-from trainkit.checkpoint import load_checkpoint
-from trainkit.datasets import DataError, open_source, resolve_splits
-from trainkit.recipe import DataCfg
+from trainkit.runtime.checkpoint import load_checkpoint
+from trainkit.data.sources import DataError, open_source, resolve_splits
+from trainkit.config.recipe import DataCfg
 
 
 def run(*args, check=True):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trainkit.config import RecipeError
-from trainkit.recipe import apply_overrides, load_recipe, load_tree, recipe_hash, recipe_yaml, parse_recipe
+from trainkit.config.schema import RecipeError
+from trainkit.config.recipe import apply_overrides, load_recipe, load_tree, recipe_hash, recipe_yaml, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))

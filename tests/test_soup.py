@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from helpers_distill import run_entry, write_checkpoint
-from trainkit.checkpoint import CheckpointError, load_checkpoint
-from trainkit.evaluation import evaluate_checkpoint
-from trainkit.soup import average_state_dicts, greedy_soup, load_candidates, recompute_bn
+from trainkit.runtime.checkpoint import CheckpointError, load_checkpoint
+from trainkit.eval.pipeline import evaluate_checkpoint
+from trainkit.eval.soup import average_state_dicts, greedy_soup, load_candidates, recompute_bn
 
 ROOT = Path(__file__).resolve().parents[1]
 

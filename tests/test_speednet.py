@@ -7,7 +7,7 @@ import json
 import timm
 import torch
 
-import trainkit.build  # noqa: F401  (registers our models with timm)
+import trainkit.models.build  # noqa: F401  (registers our models with timm)
 from tests.test_cli import run
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trainkit.table import collect, format_duration, format_params, to_markdown
+from trainkit.report.table import collect, format_duration, format_params, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

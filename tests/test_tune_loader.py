@@ -9,7 +9,7 @@ import yaml
 
 from conftest import make_image_folder
 from test_distributed import ENV, ROOT, tiny_recipe
-from trainkit.recipe import load_recipe
+from trainkit.config.recipe import load_recipe
 
 
 def test_tune_loader_writes_the_fastest_runtime_settings(tmp_path):

@@ -13,11 +13,11 @@ import pytest
 import timm
 import torch
 
-from trainkit import zoo
-from trainkit.build import count_params
-from trainkit.checkpoint import CheckpointError
-from trainkit.config import RecipeError
-from trainkit.models import load_akamaster_state_dict
+from trainkit.zoo import cards as zoo
+from trainkit.models.build import count_params
+from trainkit.runtime.checkpoint import CheckpointError
+from trainkit.config.schema import RecipeError
+from trainkit.models.cifar import load_akamaster_state_dict
 
 from conftest import WEIGHTS, require
 
@@ -196,7 +196,7 @@ def test_cli_tampered_missing_and_foreign_weights_are_one_line(private_zoo, tmp_
 
 
 def test_cli_timm_offline_is_one_line(tmp_path):
-    code = ("import sys, timm; from trainkit.cli import one_line_errors; from trainkit.zoo import load_weights\n"
+    code = ("import sys, timm; from trainkit.cli import one_line_errors; from trainkit.zoo.cards import load_weights\n"
             "m = timm.create_model('resnet18', num_classes=3)\n"
             "sys.exit(one_line_errors(lambda: load_weights(m, 'timm:resnet18.a1_in1k', arch='resnet18'))())")
     proc = run("-c", code, env_extra={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import CheckpointError
-from .config import RecipeError
-from .datasets import DataError
-from .engine import NonFiniteLoss
-from .faults import PREEMPTED_EXIT, Preempted
-from .registry import UnknownNameError
+from trainkit.runtime.checkpoint import CheckpointError
+from trainkit.config.schema import RecipeError
+from trainkit.data.sources import DataError
+from trainkit.train.engine import NonFiniteLoss
+from trainkit.runtime.faults import PREEMPTED_EXIT, Preempted
+from trainkit.config.registry import UnknownNameError
 
 USER_ERRORS = (RecipeError, DataError, CheckpointError, UnknownNameError, NonFiniteLoss)
 

@@ -1,0 +1,545 @@
+"""Recipes: one typed schema per section, YAML loading with `base:` inheritance,
+dotted command-line overrides, a canonical dump and a hash.
+
+What a run trains (model, data, augment, loss, optim, schedule, train) is kept
+apart from how it executes (runtime). The loaded recipe is never mutated:
+derived values live in :class:`trainkit.train.plan.Plan`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from trainkit.config.schema import RecipeError, from_dict, to_dict
+
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "resnet20_cifar"          # any timm architecture or one registered in trainkit.models.cifar
+    pretrained: str | None = None         # zoo:<id> (zoo/), timm:<name>, or a local .pt/.pth/.safetensors file
+    num_classes: int | None = None        # null: the data set's class count
+    in_chans: int | None = None           # null: the data set's natural channels (1 grey, 3 RGB)
+    drop_rate: float | None = None        # dropout before the classifier
+    drop_path_rate: float | None = None   # stochastic depth, for models that support it
+    kwargs: dict = field(default_factory=dict)  # passed to timm.create_model as they are
+
+    def check(self, key: str) -> None:
+        from trainkit.models.build import check_model_name  # late: building imports timm's model registry
+
+        check_model_name(self.name, f"{key}.name")
+        for name, value in (("drop_rate", self.drop_rate), ("drop_path_rate", self.drop_path_rate)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise RecipeError(f"{key}.{name}: must be in [0, 1), got {value}")
+        if self.in_chans is not None and self.in_chans not in (1, 3):
+            raise RecipeError(f"{key}.in_chans: images convert to 1 (grey) or 3 (RGB) channels, got {self.in_chans}")
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    """Eval preprocessing; saved in every checkpoint so evaluation reproduces it."""
+    size: int = 32                        # final square side, px
+    crop_pct: float = 1.0                 # resize the short side to size / crop_pct, then centre-crop
+    interpolation: Interpolation = "bilinear"
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+    def check(self, key: str) -> None:
+        if self.size < 1:
+            raise RecipeError(f"{key}.size: must be >= 1 px, got {self.size}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise RecipeError(f"{key}.crop_pct: must be in (0, 1], got {self.crop_pct}")
+        if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
+            raise RecipeError(f"{key}.mean/std: need 1 or 3 values each, got {self.mean} and {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise RecipeError(f"{key}.std: must be positive, got {self.std}")
+
+
+DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    name: Literal["imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist"] = "imagefolder"
+    root: str | None = None               # imagefolder: folder with train/ and val/ or test/
+    format: Literal["files", "packed"] = "files"  # packed: root is a folder written by prepare.py
+    download: bool = False                # torchvision sets only; needs internet
+    holdout_fraction: float = 0.1         # carved from train when there is no val split; 0: validate on test
+    holdout_seed: int = 0
+    on_corrupt: Literal["skip", "error"] = "error"   # skip (and count) or fail naming the file
+    in_memory: bool | Literal["auto"] = "auto"        # decode once into uint8 tensors (fast path)
+    in_memory_max_mb: int = 4096          # "auto" uses the fast path below this decoded size
+    limit_train: int | None = None        # seeded subset of train (smoke runs, tests)
+    limit_eval: int | None = None         # seeded subset of val/test
+    train_size: int | None = None         # training resolution, px; null: eval.size
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+    def check(self, key: str) -> None:
+        if self.name == "imagefolder" and not self.root:
+            raise RecipeError(f"{key}.root: required for data.name=imagefolder (a folder with train/ and val/ or test/)")
+        if self.format == "packed" and (self.name != "imagefolder" or not self.root):
+            raise RecipeError(f"{key}.format: packed reads data.root (written by prepare.py) with "
+                              f"data.name=imagefolder; got name={self.name!r}, root={self.root!r}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise RecipeError(f"{key}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
+        for name in ("limit_train", "limit_eval", "train_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RecipeError(f"{key}.{name}: must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    """Training augmentation, applied in a fixed order (see trainkit.data.augment): crop, hflip,
+    auto_augment policy, color jitter, albumentations steps, then on the normalised batch
+    random erasing. crop/hflip/random erasing also exist as batched tensor ops (fast path);
+    a policy, color jitter or albumentations step moves training to the per-sample path."""
+    crop: Literal["none", "pad", "random_resized"] = "none"
+    pad_px: int = 4                       # crop: pad -> pad by this much, random crop back
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])       # random_resized
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])    # random_resized
+    interpolation: Interpolation | None = None   # random_resized; null: data.eval.interpolation
+    hflip: float = 0.0                    # probability
+    # timm policy strings (rand-m9-mstd0.5, augmix-m3-w3, original, v0, 3a) or torchvision's
+    # trivial_augment_wide, autoaugment_imagenet|cifar10|svhn, augmix
+    auto_augment: str | None = None
+    color_jitter: float | list[float] | None = None   # brightness/contrast/saturation[/hue] strength
+    albumentations: list[dict] = field(default_factory=list)   # [{name: CLAHE, p: 0.5, clip_limit: 2.0}, ...]
+    random_erasing: float = 0.0           # probability per image (on the normalised batch)
+    random_erasing_mode: Literal["const", "rand", "pixel"] = "pixel"   # timm's fill modes
+    random_erasing_count: int = 1         # boxes per erased image
+
+    def check(self, key: str) -> None:
+        for name in ("hflip", "random_erasing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RecipeError(f"{key}.{name}: a probability in [0, 1], got {getattr(self, name)}")
+        if self.pad_px < 0 or self.random_erasing_count < 1:
+            raise RecipeError(f"{key}.pad_px >= 0 and {key}.random_erasing_count >= 1 are required")
+        for name in ("scale", "ratio"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+                raise RecipeError(f"{key}.{name}: expected [low, high] with 0 < low <= high, got {lo_hi}")
+        from trainkit.data.augment import check_augment  # late: the policy and albumentations registries
+
+        check_augment(self, key)
+
+
+@dataclass(frozen=True)
+class MixupCfg:
+    """Batch-level Mixup/CutMix with timm's semantics; targets become soft and the loss follows."""
+    mixup_alpha: float = 0.0              # Beta(alpha, alpha) for mixup; 0: off
+    cutmix_alpha: float = 0.0             # Beta(alpha, alpha) for cutmix; 0: off
+    cutmix_minmax: list[float] | None = None   # box side fraction [min, max]; replaces cutmix_alpha
+    prob: float = 1.0                     # probability of mixing a batch (or element, per mode)
+    switch_prob: float = 0.5              # with both on: probability of cutmix instead of mixup
+    mode: Literal["batch", "pair", "elem"] = "batch"   # one lambda per batch, per pair, per element
+    correct_lam: bool = True              # lambda from the clipped CutMix box area
+    off_epoch: int | None = None          # from this epoch (0-based) on, no mixing
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0 or self.cutmix_minmax is not None)
+
+    def check(self, key: str) -> None:
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise RecipeError(f"{key}.mixup_alpha and {key}.cutmix_alpha: must be >= 0")
+        for name in ("prob", "switch_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RecipeError(f"{key}.{name}: a probability in [0, 1], got {getattr(self, name)}")
+        mm = self.cutmix_minmax
+        if mm is not None and (len(mm) != 2 or not 0 < mm[0] <= mm[1] <= 1):
+            raise RecipeError(f"{key}.cutmix_minmax: expected [min, max] with 0 < min <= max <= 1, got {mm}")
+        if self.off_epoch is not None and self.off_epoch < 0:
+            raise RecipeError(f"{key}.off_epoch: must be >= 0 or null, got {self.off_epoch}")
+
+
+@dataclass(frozen=True)
+class EmaCfg:
+    """Exponential moving average of the weights (buffers included), evaluated beside them."""
+    decay: float | None = None            # per update; null: no EMA
+    every_steps: int = 1                  # update every N optimizer steps
+    warmup: bool = False                  # timm's ramp: decay_n = min(decay, 1 - (1 + n / gamma) ** -power)
+    warmup_gamma: float = 1.0
+    warmup_power: float = 2 / 3
+
+    def check(self, key: str) -> None:
+        if self.decay is not None and not 0.0 < self.decay < 1.0:
+            raise RecipeError(f"{key}.decay: must be in (0, 1) or null, got {self.decay}")
+        if self.every_steps < 1 or self.warmup_gamma <= 0 or self.warmup_power <= 0:
+            raise RecipeError(f"{key}: every_steps >= 1, warmup_gamma > 0 and warmup_power > 0 are required")
+
+
+@dataclass(frozen=True)
+class ProgressiveCfg:
+    """FFCV-style low-to-high resolution ramp: a pure function of the epoch."""
+    start_px: int = 160                   # resolution up to start_epoch
+    end_px: int = 192                     # resolution from end_epoch on
+    start_epoch: int = 0
+    end_epoch: int = 10
+    step_px: int = 32                     # sizes are rounded down to a multiple of this
+
+    def check(self, key: str) -> None:
+        if not 1 <= self.start_px <= self.end_px or self.step_px < 1:
+            raise RecipeError(f"{key}: need 1 <= start_px <= end_px and step_px >= 1, got "
+                              f"{self.start_px}, {self.end_px}, {self.step_px}")
+        if not 0 <= self.start_epoch <= self.end_epoch:
+            raise RecipeError(f"{key}: need 0 <= start_epoch <= end_epoch, got {self.start_epoch}, {self.end_epoch}")
+
+
+@dataclass(frozen=True)
+class MultiScaleCfg:
+    """Training resolution per batch (each batch one size); eval stays at data.eval.size (FixRes)."""
+    sizes: list[int] = field(default_factory=list)    # per-batch random train size, px; empty: off
+    progressive: ProgressiveCfg | None = None         # or a ramp over epochs
+
+    def check(self, key: str) -> None:
+        if any(s < 1 for s in self.sizes):
+            raise RecipeError(f"{key}.sizes: sizes must be >= 1 px, got {self.sizes}")
+        if self.sizes and self.progressive is not None:
+            raise RecipeError(f"{key}: choose sizes (random per batch) or progressive (per epoch), not both")
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    name: Literal["ce", "bce"] = "ce"
+    label_smoothing: float = 0.0
+
+    def check(self, key: str) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise RecipeError(f"{key}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    name: str = "sgd"                     # sgd, adamw, or any optimizer name timm's factory knows
+    lr: float = 0.1                       # per lr_ref_batch images; scaled linearly to global_batch
+    lr_ref_batch: int = 256
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    no_decay_norm_bias: bool = True       # no weight decay on norm and bias parameters
+    betas: list[float] | None = None
+    eps: float | None = None
+    clip_grad_norm: float | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    def check(self, key: str) -> None:
+        from timm.optim import list_optimizers
+
+        known = set(list_optimizers()) | {"sgd"}
+        if self.name.lower() not in known:
+            import difflib
+            close = difflib.get_close_matches(self.name.lower(), sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see timm.optim.list_optimizers()"
+            raise RecipeError(f"{key}.name: unknown optimizer {self.name!r}{hint}")
+        if self.lr <= 0 or self.lr_ref_batch < 1:
+            raise RecipeError(f"{key}.lr and {key}.lr_ref_batch: must be positive, got {self.lr} and {self.lr_ref_batch}")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            raise RecipeError(f"{key}.clip_grad_norm: must be positive or null, got {self.clip_grad_norm}")
+
+
+@dataclass(frozen=True)
+class ScheduleCfg:
+    name: Literal["cosine", "linear", "step", "multistep", "onecycle", "constant"] = "cosine"
+    epochs: int = 10
+    warmup_epochs: float = 0.0            # linear warmup from warmup_start_factor * lr
+    warmup_start_factor: float = 0.01
+    min_lr_factor: float = 0.0            # cosine/linear floor, as a fraction of lr
+    step_epochs: float = 30.0             # step: decay by gamma every step_epochs
+    milestones: list[float] = field(default_factory=list)  # multistep: epochs at which to decay
+    gamma: float = 0.1
+    onecycle_pct_start: float = 0.25      # onecycle: fraction of training spent rising
+
+    def check(self, key: str) -> None:
+        if self.epochs < 1:
+            raise RecipeError(f"{key}.epochs: must be >= 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise RecipeError(f"{key}.warmup_epochs: must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.name == "onecycle" and self.warmup_epochs:
+            raise RecipeError(f"{key}.warmup_epochs: onecycle warms up by itself (onecycle_pct_start); set warmup_epochs: 0")
+        if self.name == "multistep" and not self.milestones:
+            raise RecipeError(f"{key}.milestones: multistep needs at least one milestone epoch")
+        if list(self.milestones) != sorted(self.milestones):
+            raise RecipeError(f"{key}.milestones: must be increasing, got {self.milestones}")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    global_batch: int = 256               # images per optimizer step, over all processes
+    precision: Literal["fp32", "bf16", "fp16", "amp"] = "fp32"  # amp: fp16 on CUDA, bf16 on CPU
+    seed: int = 0
+    deterministic: bool = False           # bit-reproducible runs (slower kernels on CUDA)
+    eval_every_epochs: int = 1
+    best_metric: Literal["top1", "loss", "ema_top1", "ema_loss"] = "top1"   # ema_*: needs ema.decay
+    nonfinite: Literal["skip", "stop"] = "stop"   # a NaN/inf loss: skip that step (counted) or stop the run
+
+    def check(self, key: str) -> None:
+        if self.global_batch < 1 or self.eval_every_epochs < 1:
+            raise RecipeError(f"{key}.global_batch and {key}.eval_every_epochs: must be >= 1")
+
+
+@dataclass(frozen=True)
+class FinetuneCfg:
+    """Starting from model.pretrained: what trains when, and how fast each part learns (trainkit.train.finetune)."""
+    reset_head: bool = False              # fresh classifier even at the same class count (other classes)
+    freeze: Literal["none", "backbone", "stages"] = "none"   # backbone: all but the classifier
+    freeze_stages: int = 0                # freeze=stages: the stem and the first N stages (timm's coarse groups)
+    unfreeze_after_epochs: int | None = None  # frozen parts train from this epoch on; null: frozen to the end
+    layer_decay: float | None = None      # lr of layer i of L (head = L): lr * layer_decay ** (L - i)
+    head_lr_mult: float = 1.0             # the classifier's lr multiplier, on top of layer decay
+    freeze_bn_stats: bool = False         # every BatchNorm normalises with (and keeps) its running statistics
+    linear_probe: bool = False            # only the classifier trains; backbone and its BN statistics frozen
+
+    def check(self, key: str) -> None:
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise RecipeError(f"{key}.layer_decay: must be in (0, 1] or null, got {self.layer_decay}")
+        if self.head_lr_mult <= 0:
+            raise RecipeError(f"{key}.head_lr_mult: must be positive, got {self.head_lr_mult}")
+        if (self.freeze == "stages") != (self.freeze_stages > 0):
+            raise RecipeError(f"{key}.freeze_stages: set it (>= 1) exactly when freeze=stages, "
+                              f"got freeze={self.freeze} with freeze_stages={self.freeze_stages}")
+        if self.unfreeze_after_epochs is not None and (self.unfreeze_after_epochs < 1 or self.freeze == "none"):
+            raise RecipeError(f"{key}.unfreeze_after_epochs: needs freeze=backbone or stages and a value >= 1, "
+                              f"got {self.unfreeze_after_epochs} with freeze={self.freeze}")
+        if self.linear_probe and (self.freeze != "none" or self.unfreeze_after_epochs is not None):
+            raise RecipeError(f"{key}.linear_probe: implies freeze=backbone for good; leave freeze and "
+                              f"unfreeze_after_epochs unset")
+
+
+@dataclass(frozen=True)
+class DistillCfg:
+    """Knowledge distillation (trainkit.train.distill): the task loss mixed with a loss against a frozen teacher."""
+    teacher: list[str] | str | None = None   # zoo:<id>, timm:<name>, run folder/checkpoint, weights file; a list: an ensemble
+    teacher_arch: str | None = None       # architecture of a plain weights file (checkpoints and zoo cards name theirs)
+    combine: Literal["mean_logits", "mean_probs", "weighted", "vote"] = "mean_logits"  # a list of teachers
+    weights: list[float] | None = None    # combine=weighted: one per teacher
+    kind: Literal["soft", "hard"] = "soft"   # soft: KL at temperature tau; hard: CE on the teacher's argmax
+    alpha: float = 0.5                    # weight of the distillation term; the task loss gets 1 - alpha
+    tau: float = 1.0                      # soft: temperature; the KL term is scaled by tau**2
+    class_map: str | dict | None = None   # teacher classes differ from the data's: by_name, or {data class: teacher class}
+    cache_logits: bool = False            # keep teacher logits per input image; only without random augmentation
+
+    def check(self, key: str) -> None:
+        teachers = [self.teacher] if isinstance(self.teacher, str) else list(self.teacher or [])
+        if self.teacher is None:
+            others = [n for n, v, d in (("teacher_arch", self.teacher_arch, None), ("class_map", self.class_map, None),
+                                        ("cache_logits", self.cache_logits, False), ("weights", self.weights, None))
+                      if v != d]
+            if others:
+                raise RecipeError(f"{key}.{others[0]}: set only with {key}.teacher")
+            return
+        if not teachers or not all(teachers):
+            raise RecipeError(f"{key}.teacher: a model spec or a non-empty list of them, got {self.teacher!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RecipeError(f"{key}.alpha: must be in [0, 1], got {self.alpha}")
+        if self.tau <= 0 or (self.kind == "hard" and self.tau != 1.0):
+            raise RecipeError(f"{key}.tau: a positive temperature, used only by kind=soft; got {self.tau} "
+                              f"with kind={self.kind}")
+        if (self.combine == "weighted") != (self.weights is not None):
+            raise RecipeError(f"{key}.weights: give them exactly when combine=weighted (got combine={self.combine})")
+        if self.weights is not None and (len(self.weights) != len(teachers) or min(self.weights) < 0
+                                         or sum(self.weights) <= 0):
+            raise RecipeError(f"{key}.weights: one non-negative weight per teacher ({len(teachers)}), got {self.weights}")
+        if isinstance(self.class_map, str) and self.class_map != "by_name":
+            raise RecipeError(f"{key}.class_map: 'by_name' or a mapping {{data class: teacher class}}, "
+                              f"got {self.class_map!r}")
+        if self.teacher_arch is not None:
+            from trainkit.models.build import check_model_name  # late: building imports timm's model registry
+            check_model_name(self.teacher_arch, f"{key}.teacher_arch")
+
+    def check_inputs(self, recipe: "Recipe") -> None:
+        """Cached teacher logits are valid only when every epoch feeds each sample the same input."""
+        if not self.cache_logits:
+            return
+        reasons = [r for r in (check(recipe) for check in INPUT_RANDOMNESS) if r]
+        if reasons:
+            raise RecipeError(f"distill.cache_logits: refused because {reasons[0]}: the teacher would see another "
+                              f"input each epoch (turn the random augmentation off, or cache_logits=false)")
+
+
+# Every recipe key that makes a training input differ between epochs; distill.cache_logits
+# refuses them. A new random augmentation adds its check here.
+INPUT_RANDOMNESS = [
+    lambda r: f"augment.crop={r.augment.crop} crops at random" if r.augment.crop != "none" else None,
+    lambda r: f"augment.hflip={r.augment.hflip} flips at random" if r.augment.hflip > 0 else None,
+    lambda r: "mixup/cutmix mixes random pairs" if r.mixup.active else None,
+    lambda r: f"augment.auto_augment={r.augment.auto_augment} is random" if r.augment.auto_augment else None,
+    lambda r: "augment.color_jitter is random" if r.augment.color_jitter else None,
+    lambda r: "augment.albumentations steps may be random" if r.augment.albumentations else None,
+    lambda r: "augment.random_erasing erases at random" if r.augment.random_erasing > 0 else None,
+    lambda r: "multiscale changes the input size" if r.multiscale.sizes or r.multiscale.progressive else None,
+]
+
+
+@dataclass(frozen=True)
+class RuntimeCfg:
+    """How the run executes; changing these must not change what is trained."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    per_device_batch: int | None = None   # null: global_batch / world size (no accumulation)
+    eval_batch: int | None = None         # null: 2 x per_device_batch
+    workers: int = 2                      # DataLoader worker processes (per-sample path)
+    pin_memory: bool | Literal["auto"] = "auto"   # auto: on with CUDA
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    drop_last: bool = True                # drop the last incomplete training batch
+    channels_last: bool = False
+    compile: bool = False                 # torch.compile the model
+    sync_batchnorm: bool = False          # DDP: BatchNorm statistics over all processes
+    cudnn_benchmark: bool = True          # CUDA only; off when train.deterministic
+    threads: int | None = None            # torch intra-op threads; null: torch's default
+    checkpoint_every_steps: int | None = None  # also save last.pt every N optimizer steps (mid-epoch resume)
+    log_every_steps: int = 50             # the loss is read (a host sync) only this often
+    progress: bool | Literal["auto"] = "auto"  # auto: a bar only on a terminal
+    out_dir: str = "runs"
+    run_name: str | None = None           # null: <recipe name>-<timestamp>
+
+    def check(self, key: str) -> None:
+        for name in ("per_device_batch", "eval_batch", "threads", "checkpoint_every_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RecipeError(f"{key}.{name}: must be >= 1 or null, got {value}")
+        if self.workers < 0 or self.prefetch_factor < 1 or self.log_every_steps < 1:
+            raise RecipeError(f"{key}: workers >= 0, prefetch_factor >= 1 and log_every_steps >= 1 are required")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    description: str = ""
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    mixup: MixupCfg = field(default_factory=MixupCfg)
+    multiscale: MultiScaleCfg = field(default_factory=MultiScaleCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
+    distill: DistillCfg = field(default_factory=DistillCfg)
+    ema: EmaCfg = field(default_factory=EmaCfg)
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+
+    def check(self, key: str) -> None:
+        size = self.data.train_size or self.data.eval.size
+        if self.augment.crop == "pad" and self.augment.pad_px >= size:
+            raise RecipeError(f"augment.pad_px: {self.augment.pad_px} px must be smaller than the image ({size} px)")
+        if self.model.in_chans is not None and len(self.data.eval.mean) not in (1, self.model.in_chans):
+            raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for model.in_chans={self.model.in_chans}")
+        self.distill.check_inputs(self)
+        if self.train.best_metric.startswith("ema_") and self.ema.decay is None:
+            raise RecipeError(f"train.best_metric: {self.train.best_metric} needs an EMA; set ema.decay")
+
+
+# ---------------------------------------------------------------- loading
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {path}") from None
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise RecipeError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """Mappings merge key by key; anything else (lists included) in ``top`` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_tree(path: Path, _stack: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe file and its `base:` files (relative to it), merged in order."""
+    path = path.resolve()
+    if path in _stack:
+        chain = " -> ".join(p.name for p in (*_stack, path))
+        raise RecipeError(f"base cycle: {chain}")
+    data = _read_yaml(path)
+    bases = data.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(f"{path}: base: must be a path or a list of paths, got {bases!r}")
+    merged: dict = {}
+    for rel in bases:
+        base_path = path.parent / rel
+        if not base_path.is_file():
+            raise RecipeError(f"base file not found: {base_path} (named in {path})")
+        merged = deep_merge(merged, load_tree(base_path, (*_stack, path)))
+    return deep_merge(merged, data)
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings; values are parsed as YAML scalars (0.05, true, null, [1, 2])."""
+    out = copy.deepcopy(tree)
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        if not sep or not dotted or any(not part for part in dotted.split(".")):
+            raise RecipeError(f"override {item!r}: expected key.path=value, e.g. optim.lr=0.05")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise RecipeError(f"override {item!r}: value is not valid YAML") from None
+        node = out
+        *parents, leaf = dotted.split(".")
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RecipeError(f"override {item!r}: {'.'.join(parents[: i + 1])} is not a section")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def parse_recipe(tree: dict) -> Recipe:
+    return from_dict(Recipe, tree, "")
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Load, merge, override and validate a recipe file. Raises RecipeError on any problem."""
+    return parse_recipe(apply_overrides(load_tree(Path(path)), list(overrides)))
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    return to_dict(recipe)
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_dict(recipe), sort_keys=False, default_flow_style=False)
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Short hash of the fully resolved recipe (defaults included); runtime keys excluded
+    because they must not change what is trained."""
+    trained = {k: v for k, v in recipe_dict(recipe).items() if k != "runtime"}
+    blob = json.dumps(trained, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def recipe_from_checkpoint(data: dict[str, Any]) -> Recipe:
+    return parse_recipe(data)

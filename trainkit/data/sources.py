@@ -1,0 +1,267 @@
+"""Data sources: where the images of each split come from.
+
+A source returns :class:`Split` objects that hold either decoded uint8 arrays
+(torchvision's CIFAR/MNIST files, Debian's Fashion-MNIST package) or file paths
+(an ImageFolder tree). Everything downstream (per-sample or in-memory loaders)
+works from a Split, so both serving paths read the same recipe keys.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from trainkit.config.recipe import DataCfg
+from trainkit.config.registry import Registry
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+class DataError(RuntimeError):
+    """A user-facing data problem; the message is one line naming the file or folder."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a data set: labels plus either uint8 arrays or file paths."""
+    name: str
+    classes: tuple[str, ...]
+    targets: np.ndarray                   # int64 [N]
+    arrays: np.ndarray | None = None      # uint8 [N, H, W] or [N, H, W, C]
+    paths: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, indices: np.ndarray, name: str | None = None) -> "Split":
+        indices = np.asarray(indices, dtype=np.int64)
+        return replace(
+            self,
+            name=name or self.name,
+            targets=self.targets[indices],
+            arrays=None if self.arrays is None else self.arrays[indices],
+            paths=None if self.paths is None else tuple(self.paths[i] for i in indices),
+        )
+
+    def describe(self, index: int) -> str:
+        return self.paths[index] if self.paths is not None else f"{self.name}[{index}]"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """The splits a data set provides (``val`` and ``test`` may be missing)."""
+    splits: dict[str, Split]
+    natural_chans: int                    # 1 for grey data sets, 3 for colour
+    description: str
+
+
+SOURCES: Registry[Callable[[DataCfg], DataSource]] = Registry("data set", key="data.name")
+
+
+# ---------------------------------------------------------------- ImageFolder
+
+def _scan_folder(split_dir: Path, name: str, classes: tuple[str, ...] | None) -> Split:
+    found = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if not found:
+        raise DataError(f"no class folders in {split_dir} (expected {split_dir}/<class>/<image>)")
+    if classes is not None and tuple(found) != classes:
+        missing = sorted(set(classes) ^ set(found))
+        raise DataError(f"{split_dir}: class folders differ from train/: {', '.join(missing[:5])}")
+    paths, targets = [], []
+    for label, cls in enumerate(found):
+        for root, _, files in os.walk(split_dir / cls, followlinks=True):
+            for f in sorted(files):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    paths.append(os.path.join(root, f))
+                    targets.append(label)
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMG_EXTENSIONS[:4])}, ...) under {split_dir}")
+    return Split(name, tuple(found), np.asarray(targets, dtype=np.int64), paths=tuple(paths))
+
+
+@SOURCES.register("imagefolder")
+def imagefolder(cfg: DataCfg) -> DataSource:
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root not found: {root} (set data.root= to a folder with train/ and val/ or test/)")
+    if not (root / "train").is_dir():
+        raise DataError(f"{root} has no train/ folder (expected train/<class>/<image> and val/ or test/)")
+    train = _scan_folder(root / "train", "train", None)
+    splits = {"train": train}
+    for name in ("val", "test"):
+        if (root / name).is_dir():
+            splits[name] = _scan_folder(root / name, name, train.classes)
+    return DataSource(splits, natural_chans=3, description=f"ImageFolder {root}")
+
+
+# ---------------------------------------------------------------- idx files (MNIST, Fashion-MNIST)
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (optionally .gz), the format of MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not a uint8 idx file")
+        shape = struct.unpack(f">{ndim}I", data[4: 4 + 4 * ndim])
+        # bytearray: a writable buffer, so torch.from_numpy needs no extra copy
+        return np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, ValueError, struct.error, EOFError) as err:
+        raise DataError(f"cannot read idx file {path}: {err}") from None
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_source(folder: Path, classes: tuple[str, ...], description: str) -> DataSource:
+    splits = {}
+    for split, (images_stem, labels_stem) in IDX_FILES.items():
+        images, labels = _find_idx(folder, images_stem), _find_idx(folder, labels_stem)
+        if images is None or labels is None:
+            raise DataError(f"{folder}: missing {images_stem}[.gz] or {labels_stem}[.gz]")
+        splits[split] = Split(split, classes, read_idx(labels).astype(np.int64), arrays=read_idx(images))
+    return DataSource(splits, natural_chans=1, description=description)
+
+
+def debian_fashion_mnist_dir() -> Path | None:
+    """Folder of Debian's dataset-fashion-mnist files, if the package is installed."""
+    if shutil.which("dpkg"):
+        try:
+            listing = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True,
+                                     text=True, timeout=10, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        for line in listing.splitlines():
+            if line.endswith("train-images-idx3-ubyte.gz"):
+                return Path(line).parent
+    return DEBIAN_FASHION if _find_idx(DEBIAN_FASHION, "train-images-idx3-ubyte") else None
+
+
+def _torchvision_root(cfg: DataCfg) -> Path:
+    return Path(cfg.root or "data").expanduser()
+
+
+def _torchvision_raw(cls_name: str, cfg: DataCfg, subdir: str, how: str) -> Path:
+    """Locate (and, when allowed, download) a torchvision data set; return its folder."""
+    import torchvision.datasets as tvd
+
+    root = _torchvision_root(cfg)
+    cls = getattr(tvd, cls_name)
+    try:
+        for train in (True, False):
+            ds = cls(str(root), train=train, download=cfg.download)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        hint = "" if cfg.download else "; or set data.download=true (needs internet)"
+        raise DataError(f"{cls_name} not found under {root / subdir}: {how}{hint} ({err})".replace("\n", " ")) from None
+    except OSError as err:  # download attempted while offline
+        raise DataError(f"{cls_name}: download failed ({err}); put the files under {root / subdir}: {how}") from None
+    return Path(getattr(ds, "raw_folder", root))
+
+
+@SOURCES.register("fashion_mnist")
+def fashion_mnist(cfg: DataCfg) -> DataSource:
+    """Debian's dataset-fashion-mnist files when installed and no root is given; else torchvision's layout."""
+    debian = None if cfg.root else debian_fashion_mnist_dir()
+    if debian is not None:
+        return _idx_source(debian, FASHION_CLASSES, f"Fashion-MNIST (Debian package, {debian})")
+    how = ("install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist), or place "
+           "train-images-idx3-ubyte.gz and the three other idx files there")
+    raw = _torchvision_raw("FashionMNIST", cfg, "FashionMNIST/raw", how)
+    return _idx_source(raw, FASHION_CLASSES, f"Fashion-MNIST ({raw})")
+
+
+@SOURCES.register("mnist")
+def mnist(cfg: DataCfg) -> DataSource:
+    how = "place train-images-idx3-ubyte.gz and the three other idx files there"
+    raw = _torchvision_raw("MNIST", cfg, "MNIST/raw", how)
+    return _idx_source(raw, MNIST_CLASSES, f"MNIST ({raw})")
+
+
+def _cifar(cfg: DataCfg, cls_name: str, folder: str, archive: str) -> DataSource:
+    import torchvision.datasets as tvd
+
+    root = _torchvision_root(cfg)
+    how = f"extract {archive} (the python version) there"
+    _torchvision_raw(cls_name, cfg, folder, how)
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        ds = getattr(tvd, cls_name)(str(root), train=train, download=False)
+        splits[split] = Split(split, tuple(ds.classes), np.asarray(ds.targets, dtype=np.int64), arrays=ds.data)
+    return DataSource(splits, natural_chans=3, description=f"{cls_name} ({root / folder})")
+
+
+@SOURCES.register("cifar10")
+def cifar10(cfg: DataCfg) -> DataSource:
+    return _cifar(cfg, "CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz")
+
+
+@SOURCES.register("cifar100")
+def cifar100(cfg: DataCfg) -> DataSource:
+    return _cifar(cfg, "CIFAR100", "cifar-100-python", "cifar-100-python.tar.gz")
+
+
+# ---------------------------------------------------------------- splits
+
+def _seeded_subset(split: Split, count: int, seed: int) -> Split:
+    if count >= len(split):
+        return split
+    keep = np.sort(np.random.default_rng(seed).permutation(len(split))[:count])
+    return split.subset(keep)
+
+
+def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
+    """Return ``train``, ``val`` and ``test`` splits.
+
+    ``val`` is the source's own when it has one; otherwise a seeded hold-out of
+    ``holdout_fraction`` of train, or (fraction 0) the test split. ``test`` is the
+    final report split: the source's test split, else its val split.
+    """
+    splits = dict(source.splits)
+    train = splits["train"]
+    if "val" not in splits:
+        if cfg.holdout_fraction > 0 or "test" not in splits:
+            fraction = cfg.holdout_fraction or 0.1
+            order = np.random.default_rng(cfg.holdout_seed).permutation(len(train))
+            n_val = max(1, round(fraction * len(train)))
+            splits["val"] = train.subset(np.sort(order[:n_val]), "val")
+            train = train.subset(np.sort(order[n_val:]), "train")
+        else:
+            splits["val"] = splits["test"]
+    splits.setdefault("test", splits["val"])
+    splits["train"] = train
+    if cfg.limit_train:
+        splits["train"] = _seeded_subset(splits["train"], cfg.limit_train, cfg.holdout_seed)
+    if cfg.limit_eval:
+        for name in ("val", "test"):
+            splits[name] = _seeded_subset(splits[name], cfg.limit_eval, cfg.holdout_seed + 1)
+    return splits
+
+
+def open_source(cfg: DataCfg) -> DataSource:
+    if cfg.format == "packed":
+        from trainkit.data.packed import open_packed   # late: packed builds on this module
+
+        return open_packed(cfg.root)
+    return SOURCES.get(cfg.name)(cfg)

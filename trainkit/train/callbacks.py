@@ -1,0 +1,113 @@
+"""Run-folder writers: TensorBoard + CSV/JSON metrics, and last/best checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from trainkit.runtime.checkpoint import save_atomic
+
+log = logging.getLogger(__name__)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak device memory (CUDA) or peak resident memory of this process (CPU), MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    except (ImportError, OSError):
+        return float("nan")
+
+
+class RunLogger:
+    """Writes TensorBoard events and one JSON line + one CSV row per epoch (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.run_dir, self.enabled, self._tb = run_dir, enabled, None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        if self._tb is not None:
+            self._tb.add_scalar("train/loss_step", loss, step)
+            self._tb.add_scalar("train/lr", lr, step)
+
+    def epoch(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        epoch = row["epoch"]
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                group, _, name = key.partition("_")
+                self._tb.add_scalar(f"{group}/{name}" if name else key, value, epoch)
+        self._tb.flush()
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Checkpointer:
+    """Keeps ``last.pt`` every epoch and ``best.pt`` when the chosen metric improves."""
+
+    def __init__(self, run_dir: Path, metric: str, enabled: bool):
+        self.run_dir, self.metric, self.enabled = run_dir, metric, enabled
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+
+    def improved(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.metric.endswith("top1") else value < self.best_value
+
+    def save(self, state: dict, val_metrics: dict | None) -> bool:
+        """Write last.pt (and best.pt); return True when this epoch is the new best."""
+        is_best = False
+        if val_metrics is not None:
+            value = val_metrics[self.metric]
+            is_best = math.isfinite(value) and self.improved(value)
+            if is_best:
+                self.best_value, self.best_epoch = value, state["epoch"]
+        state["best"] = {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch}
+        if self.save_last(state) and is_best:
+            save_atomic(state, self.run_dir / "best.pt")
+        return is_best
+
+    def save_last(self, state: dict) -> bool:
+        """Write last.pt, keeping the one it replaces as prev.pt; False (nothing written) on
+        non-main ranks and for non-finite weights, which must never replace good ones."""
+        if not self.enabled:
+            return False
+        bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            log.error("not saving a checkpoint: non-finite values in %s; the last good one is kept", bad[0])
+            return False
+        state.setdefault("best", {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch})
+        last, fresh = self.run_dir / "last.pt", self.run_dir / "next.pt"
+        save_atomic(state, fresh)       # complete and valid before the old one moves aside
+        if last.exists():
+            os.replace(last, self.run_dir / "prev.pt")
+        os.replace(fresh, last)
+        return True
+
+    def load_state(self, best: dict | None) -> None:
+        if best:
+            self.best_value, self.best_epoch = best.get("value"), best.get("epoch")

@@ -1,0 +1,94 @@
+"""The plan: values derived from a recipe and the hardware it runs on.
+
+The recipe says what to train (``global_batch``, ``lr`` per ``lr_ref_batch``);
+the plan says how this launch does it (world size, per-device batch,
+accumulation steps, scaled lr). It is printed at start-up and saved beside the
+recipe, so a run on other hardware never silently trains a different recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import torch
+
+from trainkit.config.schema import RecipeError
+from trainkit.train.optim import scaled_lr
+from trainkit.config.recipe import Recipe, recipe_hash
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe_hash: str
+    device: str
+    world_size: int
+    precision: str                # fp32 | bf16 | fp16 (``amp`` resolved for the device)
+    global_batch: int
+    per_device_batch: int
+    accum_steps: int
+    eval_batch: int
+    lr: float                     # scaled to global_batch
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    num_classes: int
+    in_chans: int
+    train_samples: int
+    val_samples: int
+    test_samples: int
+    in_memory: bool               # training data served by the in-memory fast path
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary_line(self) -> str:
+        return (f"plan: world {self.world_size} x per-device batch {self.per_device_batch} x accum "
+                f"{self.accum_steps} = global batch {self.global_batch}; effective lr {self.lr:.4g}; "
+                f"{self.precision} on {self.device}; {self.steps_per_epoch} steps/epoch x {self.epochs} epochs; "
+                f"{'in-memory' if self.in_memory else 'per-sample'} data")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "amp":
+        return "fp16" if device.type == "cuda" else "bf16"
+    return precision
+
+
+def batch_split(recipe: Recipe, world: int) -> tuple[int, int]:
+    """(per_device_batch, accum_steps) such that world x per_device x accum = global_batch."""
+    gb = recipe.train.global_batch
+    per_device = recipe.runtime.per_device_batch
+    if per_device is None:
+        if gb % world:
+            raise RecipeError(f"train.global_batch={gb} is not divisible by the world size {world}; "
+                              "set runtime.per_device_batch")
+        return gb // world, 1
+    if gb % (per_device * world):
+        raise RecipeError(f"train.global_batch={gb} is not divisible by runtime.per_device_batch={per_device} "
+                          f"x world size {world}; choose a per-device batch that divides {gb // world if gb % world == 0 else gb}")
+    return per_device, gb // (per_device * world)
+
+
+def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: dict[str, int],
+              num_classes: int, in_chans: int, in_memory: bool) -> Plan:
+    per_device, accum = batch_split(recipe, world)
+    rt, sch = recipe.runtime, recipe.schedule
+    micro = (split_sizes["train"] // world) // per_device if rt.drop_last else -(-(split_sizes["train"] // world) // per_device)
+    steps = micro // accum if rt.drop_last else -(-micro // accum)
+    if steps < 1:
+        raise RecipeError(f"train.global_batch={recipe.train.global_batch} is larger than the training set "
+                          f"({split_sizes['train']} images); lower it or set runtime.drop_last=false")
+    return Plan(
+        recipe_hash=recipe_hash(recipe), device=str(device), world_size=world,
+        precision=resolve_precision(recipe.train.precision, device), global_batch=recipe.train.global_batch,
+        per_device_batch=per_device, accum_steps=accum, eval_batch=rt.eval_batch or 2 * per_device,
+        lr=scaled_lr(recipe.optim, recipe.train.global_batch), epochs=sch.epochs, steps_per_epoch=steps,
+        total_steps=steps * sch.epochs, warmup_steps=round(sch.warmup_epochs * steps),
+        num_classes=num_classes, in_chans=in_chans, train_samples=split_sizes["train"],
+        val_samples=split_sizes["val"], test_samples=split_sizes["test"], in_memory=in_memory)

@@ -1,0 +1,334 @@
+"""Build everything a recipe names, then fit: the glue between train.py and the engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+
+from trainkit import __version__
+from trainkit.train.callbacks import Checkpointer, RunLogger, peak_memory_mb
+from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
+from trainkit.config.schema import RecipeError
+from trainkit.data.loaders import LoaderSettings, make_loader, use_in_memory
+from trainkit.data.sources import Split, open_source, resolve_splits
+from trainkit.runtime.distributed import DistInfo, barrier, convert_sync_batchnorm
+from trainkit.train.ema import ModelEma
+from trainkit.train.engine import TrainStep, evaluate, train_one_epoch
+from trainkit.eval.pipeline import evaluate_checkpoint
+from trainkit.runtime.faults import Preempted, StopOnSigterm
+from trainkit.train.finetune import Finetuner
+from trainkit.train.distill import build_distillation
+from trainkit.train.losses import build_loss
+from trainkit.data.mixup import Mixup
+from trainkit.models.build import build_model, count_params
+from trainkit.train.optim import build_optimizer, build_scheduler
+from trainkit.train.plan import Plan, make_plan
+from trainkit.config.recipe import Recipe, recipe_dict, recipe_hash, recipe_yaml
+from trainkit.data.transforms import batched_supported
+
+log = logging.getLogger("trainkit")
+
+
+def seed_everything(seed: int, deterministic: bool, device: torch.device, cudnn_benchmark: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this workspace setting to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        # Autotune conv algorithms once per input shape; fixed shapes make this pay off.
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def hardware_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent, check=False)
+        return (out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Data:
+    splits: dict[str, Split]
+    classes: tuple[str, ...]
+    in_chans: int
+    description: str
+
+
+def prepare_data(recipe: Recipe) -> Data:
+    source = open_source(recipe.data)
+    splits = resolve_splits(recipe.data, source)
+    in_chans = recipe.model.in_chans or source.natural_chans
+    return Data(splits, splits["train"].classes, in_chans, source.description)
+
+
+def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device) -> Plan:
+    ev = recipe.data.eval
+    size = recipe.data.train_size or ev.size
+    num_classes = recipe.model.num_classes or len(data.classes)
+    if num_classes != len(data.classes):
+        raise RecipeError(f"model.num_classes={num_classes} but the data set has {len(data.classes)} classes")
+    in_memory = use_in_memory(recipe.data, data.splits["train"], size, data.in_chans, batched_supported(recipe.augment))
+    return make_plan(recipe, device=device, world=dist.world, split_sizes={k: len(v) for k, v in data.splits.items()},
+                     num_classes=num_classes, in_chans=data.in_chans, in_memory=in_memory)
+
+
+INIT_FROM_DATA_IMAGES = 5000
+
+
+def first_images(loader, count: int) -> torch.Tensor:
+    """Up to ``count`` normalised training images from the start of epoch 0, at one size
+    (multi-scale batches of other sizes are skipped) and before random erasing and mixup."""
+    batches, seen = [], 0
+    post, loader.post = loader.post, None   # statistics of images, not of mixed images
+    try:
+        for x, _ in loader:
+            if batches and x.shape[-2:] != batches[0].shape[-2:]:
+                continue
+            batches.append(x)
+            seen += len(x)
+            if seen >= count:
+                break
+    finally:
+        loader.post = post
+    return torch.cat(batches)[:count]
+
+
+def run_folder(recipe_path: str | None, out_dir: str, run_name: str | None) -> Path:
+    stem = Path(recipe_path).stem if recipe_path else "run"
+    name = run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(out_dir) / name
+    suffix = 1
+    while path.exists() and not run_name:
+        path = Path(out_dir) / f"{name}-{suffix}"
+        suffix += 1
+    return path
+
+
+class Trainer:
+    """Owns the built objects of one run and its run folder; ``fit()`` trains and summarises."""
+
+    def __init__(self, recipe: Recipe, plan: Plan, data: Data, dist: DistInfo, device: torch.device,
+                 run_dir: Path, recipe_path: str | None):
+        self.recipe, self.plan, self.data, self.dist, self.device = recipe, plan, data, dist, device
+        self.run_dir, self.recipe_path = run_dir, recipe_path
+        rt = recipe.runtime
+        self.show_progress = rt.progress if rt.progress != "auto" else "auto"
+        if not dist.is_main:
+            self.show_progress = False
+
+        self.model = build_model(recipe.model, plan.num_classes, plan.in_chans)
+        if dist.enabled and rt.sync_batchnorm:
+            self.model = convert_sync_batchnorm(self.model, device)
+        self.model = self.model.to(device)
+        if rt.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        common = dict(data=recipe.data, augment=recipe.augment, chans=plan.in_chans, device=device,
+                      seed=recipe.train.seed, channels_last=rt.channels_last, rank=dist.rank, world=dist.world)
+        mix = Mixup(recipe.mixup, plan.num_classes) if recipe.mixup.active else None
+        self.train_loader = make_loader(data.splits["train"], train=True,
+                                        settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
+                                        multiscale=recipe.multiscale, mix=mix, **common)
+        self.val_loader = make_loader(data.splits["val"], train=False,
+                                      settings=LoaderSettings.from_runtime(rt, plan.eval_batch, device, False), **common)
+        if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
+            # Data-dependent init (e.g. speednet's whitening stem), before DDP broadcasts rank 0's weights.
+            self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
+        self.finetune = Finetuner(self.model, recipe.finetune, plan.num_classes)
+        self.params = count_params(self.model)   # after a possible new head
+        optimizer = build_optimizer(self.model, recipe.optim, plan.lr,
+                                    param_groups=self.finetune.param_groups(recipe.optim))
+        scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
+        net = self.model
+        if dist.enabled:
+            # Frozen fine-tuning parts get no gradient while frozen; DDP must not wait for them. All
+            # parameters are still trainable here, so DDP registers (and later syncs) them when unfrozen.
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=bool(self.finetune.frozen))
+        # After the fine-tuning set-up (which may replace the head) and after DDP has broadcast rank
+        # 0's weights: every rank's EMA starts from the same final model.
+        self.ema = ModelEma(self.model, recipe.ema) if recipe.ema.decay is not None else None
+        self.compile_s = 0.0
+        if rt.compile:
+            net = torch.compile(net)
+        loss_fn = build_distillation(build_loss(recipe.loss), recipe.distill, student=self.model,
+                                     student_eval=recipe.data.eval, in_chans=plan.in_chans,
+                                     classes=list(data.classes), device=device)
+        self.step = TrainStep(net, loss_fn, optimizer, scheduler, device=device,
+                              precision=plan.precision, accum_steps=plan.accum_steps,
+                              clip_grad_norm=recipe.optim.clip_grad_norm, nonfinite=recipe.train.nonfinite,
+                              check_every_steps=rt.log_every_steps)
+        self.eval_net = net
+        if self.ema is not None:
+            self.step.after_step.append(self.ema.hook(self.model))
+
+        self.logger = RunLogger(run_dir, enabled=dist.is_main)
+        self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main)
+        self.start_epoch = 0
+        self.start_step_in_epoch = 0     # optimizer steps of start_epoch already done (mid-epoch resume)
+        self.train_seconds = 0.0
+
+    # ------------------------------------------------------------ state
+
+    def state(self, epoch: int, metrics: dict, step_in_epoch: int = 0) -> dict:
+        """``epoch``: completed epochs; ``step_in_epoch``: optimizer steps done in the next one."""
+        rec = self.recipe
+        return {
+            "format": FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch, "model": self.model.state_dict(), "train_step": self.step.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": capture_rng(), "recipe": recipe_dict(rec), "plan": self.plan.to_dict(),
+            "classes": list(self.data.classes), "arch": rec.model.name, "num_classes": self.plan.num_classes,
+            "in_chans": self.plan.in_chans, "eval": recipe_dict(rec)["data"]["eval"], "metrics": metrics,
+            "train_seconds": self.train_seconds, "versions": {"torch": str(torch.__version__), "timm": str(timm.__version__),
+                                                                 "trainkit": __version__},
+        }
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt["plan"]["recipe_hash"] != self.plan.recipe_hash:
+            raise RecipeError(f"cannot resume from {path}: it was trained by a different recipe "
+                              f"(hash {ckpt['plan']['recipe_hash']} vs {self.plan.recipe_hash})")
+        self.model.load_state_dict(ckpt["model"])
+        self.step.load_state_dict(ckpt["train_step"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        restore_rng(ckpt["rng"])
+        self.checkpointer.load_state(ckpt.get("best"))
+        self.start_epoch = int(ckpt["epoch"])
+        # Saved in optimizer steps, not micro-batches, so a resume on another world size stays exact.
+        self.start_step_in_epoch = int(ckpt.get("step_in_epoch", 0))
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        log.info("resumed from %s at epoch %d, step %d of it (optimizer step %d)", path, self.start_epoch,
+                 self.start_step_in_epoch, self.step.optimizer_steps)
+
+    def on_step(self, epoch: int, micro_done: int) -> None:
+        """After each optimizer step: the step checkpoint, and the checkpoint before a SIGTERM exit."""
+        every = self.recipe.runtime.checkpoint_every_steps
+        periodic = every is not None and self.step.optimizer_steps % every == 0
+        if (periodic or self.step.stopping) and micro_done < self.plan.steps_per_epoch * self.plan.accum_steps:
+            self.checkpointer.save_last(self.state(epoch, {}, micro_done // self.plan.accum_steps))
+            # Epoch ends save through fit(), with metrics.
+
+    # ------------------------------------------------------------ loop
+
+    def fit(self) -> dict:
+        last_row: dict = {}
+        with StopOnSigterm(lambda: setattr(self.step, "stop_requested", True)):
+            for epoch in range(self.start_epoch, self.plan.epochs):
+                last_row = self.fit_epoch(epoch) or last_row
+        barrier()
+        return last_row
+
+    def fit_epoch(self, epoch: int) -> dict:
+        rec, plan = self.recipe, self.plan
+        start = self.start_step_in_epoch * plan.accum_steps if epoch == self.start_epoch else 0
+        self.train_loader.set_epoch(epoch, start)
+        self.finetune.set_epoch(epoch)
+        stats = train_one_epoch(self.step, self.train_loader, steps=plan.steps_per_epoch,
+                                log_every=rec.runtime.log_every_steps, on_log=self.logger.step,
+                                show_progress=self.show_progress, desc=f"epoch {epoch + 1}/{plan.epochs}",
+                                start_micro=start, on_step=lambda done: self.on_step(epoch, done))
+        self.train_seconds += stats.seconds
+        if rec.runtime.compile and epoch == self.start_epoch:
+            # Compilation happens inside the first step; report it apart from training speed.
+            self.compile_s = stats.first_step_s
+            log.info("torch.compile: first step took %.1f s (compilation included)", self.compile_s)
+        if self.step.stopping and self.step.optimizer_steps < (epoch + 1) * plan.steps_per_epoch:
+            raise Preempted(f"SIGTERM at optimizer step {self.step.optimizer_steps} (epoch {epoch + 1}); "
+                            f"saved {self.run_dir / 'last.pt'}; continue with --resume auto")
+        row = {"epoch": epoch + 1, "step": self.step.optimizer_steps, "train_loss": stats.loss,
+               "train_img_per_s": stats.img_per_s * self.dist.world, "train_epoch_s": stats.seconds,
+               "train_first_step_s": stats.first_step_s,
+               "train_lr": self.step.scheduler.lr(), "train_mem_mb": peak_memory_mb(self.device),
+               "train_nonfinite_steps": self.step.skipped_steps}
+        val = None
+        if (epoch + 1) % rec.train.eval_every_epochs == 0 or epoch + 1 == plan.epochs:
+            meter = evaluate(self.eval_net, self.val_loader, num_classes=plan.num_classes, device=self.device,
+                             precision=plan.precision, show_progress=self.show_progress, desc="val")
+            val = meter.compute()
+            row.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"])
+            if self.ema is not None:   # the averaged weights, beside the raw ones
+                ema = evaluate(self.ema.module, self.val_loader, num_classes=plan.num_classes, device=self.device,
+                               precision=plan.precision, show_progress=self.show_progress, desc="val ema").compute()
+                row.update(ema_val_top1=ema["top1"], ema_val_loss=ema["loss"])
+                val = {**val, "ema_top1": ema["top1"], "ema_loss": ema["loss"]}
+        row["skipped_images"] = self.train_loader.skipped + self.val_loader.skipped
+        self.checkpointer.save(self.state(epoch + 1, row), val)
+        self.logger.epoch(row)
+        log.info("epoch %d/%d  loss %.4f  %s  %.0f img/s  %.1fs%s", epoch + 1, plan.epochs, stats.loss,
+                 f"val top1 {val['top1']:.2f}%" if val else "", row["train_img_per_s"], stats.seconds,
+                 f"  ({self.step.skipped_steps} non-finite steps skipped so far)" if self.step.skipped_steps else "")
+        if self.step.stopping and epoch + 1 < plan.epochs:
+            raise Preempted(f"SIGTERM at the end of epoch {epoch + 1}; saved {self.run_dir / 'last.pt'}; "
+                            "continue with --resume auto")
+        return row
+
+    def summarize(self, last_row: dict) -> dict:
+        """Evaluate the best checkpoint on the test split the way evaluate.py does; write summary.json."""
+        best = self.run_dir / ("best.pt" if (self.run_dir / "best.pt").exists() else "last.pt")
+        report = evaluate_checkpoint(best, split="test", dist=self.dist, device=self.device,
+                                     show_progress=self.show_progress)
+        m = report["metrics"]
+        summary = {
+            "run": self.run_dir.name, "recipe": self.recipe_path or "", "recipe_hash": self.plan.recipe_hash,
+            "dataset": self.data.description, "model": self.recipe.model.name, "params": self.params,
+            "epochs": self.plan.epochs, "split": "test", "checkpoint": best.name,
+            "weights": report["weights"],
+            "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "ece": m["ece"], "samples": m["samples"],
+            "best_val": {"metric": self.checkpointer.metric, "value": self.checkpointer.best_value,
+                         "epoch": self.checkpointer.best_epoch},
+            "train_time_s": self.train_seconds, "compile_s": self.compile_s,
+            "img_per_s": last_row.get("train_img_per_s"),
+            "peak_mem_mb": peak_memory_mb(self.device), "hardware": hardware_description(self.device),
+            "world_size": self.dist.world, "precision": self.plan.precision,
+            "torch": str(torch.__version__), "timm": str(timm.__version__), "git_commit": git_commit(),
+            "skipped_images": last_row.get("skipped_images", 0),
+        }
+        if self.dist.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.logger.close()
+        return summary
+
+
+def write_run_header(run_dir: Path, recipe: Recipe, plan: Plan) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(recipe_yaml(recipe))
+    (run_dir / "plan.json").write_text(plan.to_json() + "\n")
+
+
+__all__ = ["Trainer", "prepare_data", "plan_for", "run_folder", "write_run_header", "seed_everything",
+           "recipe_hash"]
