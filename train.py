@@ -104,7 +104,8 @@ def main() -> int:
         summary = trainer.summarize(trainer.fit())
         if dist.is_main:
             log.info("test (%s weights): %s", summary["checkpoint"],
-                     format_metrics({k: summary[k] for k in ("top1", "top5", "loss", "ece", "samples")}))
+                     format_metrics({k: summary[k] for k in ("top1", "top5", "balanced_accuracy", "macro_f1", "loss",
+                                                             "ece", "samples")}))
             log.info("summary: %s", run_dir / "summary.json")
         return 0
     finally:

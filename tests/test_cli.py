@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -66,7 +67,7 @@ def test_print_shows_recipe_and_plan_without_training(tmp_path):
 
 @pytest.mark.usefixtures("fashion_dir")
 def test_train_writes_run_folder_and_evaluate_reproduces_top1(tmp_path):
-    run(*tiny_fashion(tmp_path, "a", "schedule.epochs=2"))
+    run(*tiny_fashion(tmp_path, "a", "schedule.epochs=2", "train.best_metric=balanced_accuracy"))
     run_dir = tmp_path / "a"
     for name in ("recipe.yaml", "plan.json", "metrics.csv", "metrics.jsonl", "last.pt", "best.pt", "summary.json"):
         assert (run_dir / name).is_file(), name
@@ -77,6 +78,15 @@ def test_train_writes_run_folder_and_evaluate_reproduces_top1(tmp_path):
         assert key in summary, key
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all("val_top1" in r for r in rows)
+    # the best checkpoint was chosen on val balanced accuracy; test reports it beside top-1, per class too
+    best = max(rows, key=lambda r: r["val_balanced_accuracy"])
+    assert summary["best_val"] == {"metric": "balanced_accuracy", "value": best["val_balanced_accuracy"],
+                                   "epoch": best["epoch"]}
+    per_class = summary["per_class"]
+    assert len(per_class) == 10 and sum(c["samples"] for c in per_class.values()) == 500
+    recalls = [c["recall"] for c in per_class.values() if c["recall"] is not None]
+    assert summary["balanced_accuracy"] == pytest.approx(sum(recalls) / len(recalls))
+    assert 0 <= summary["macro_f1"] <= 100
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(run_dir / "tb"))
@@ -91,6 +101,10 @@ def test_train_writes_run_folder_and_evaluate_reproduces_top1(tmp_path):
     proc = run("evaluate.py", run_dir)
     report = json.loads((run_dir / "eval" / "test-best" / "metrics.json").read_text())
     assert report["metrics"]["top1"] == summary["top1"]          # exactly, not approximately
+    assert report["metrics"]["balanced_accuracy"] == summary["balanced_accuracy"]
+    assert f"bal_acc {summary['balanced_accuracy']:.2f}%" in proc.stdout
+    with open(run_dir / "eval" / "test-best" / "per_class.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["class", "samples", "recall", "precision", "f1"]
     assert f"top1 {summary['top1']:.2f}%" in proc.stdout
     assert (run_dir / "eval" / "test-best" / "confusion.png").stat().st_size > 1000
 

@@ -189,3 +189,61 @@ def test_confusion_png_grows_with_classes(tmp_path):
         write_confusion_png(tmp_path / f"{c}.png", confusion, [f"n{i}" for i in range(c)], f"{c} classes")
         sizes.append(matplotlib.image.imread(tmp_path / f"{c}.png").shape[:2])
     assert sizes[1][0] > sizes[0][0] and sizes[1][1] > sizes[0][1]
+
+
+def meter_from_confusion(confusion: list[list[int]]) -> ClassificationMeter:
+    """A meter fed one sample per confusion-matrix count, with logits that predict its column."""
+    c = len(confusion)
+    pairs = [(i, j) for i in range(c) for j in range(c) for _ in range(confusion[i][j])]
+    targets = torch.tensor([i for i, _ in pairs])
+    logits = F.one_hot(torch.tensor([j for _, j in pairs]), c).float() * 5
+    meter = ClassificationMeter(c)
+    feed(meter, logits, targets, splits=(len(pairs) // 2, len(pairs) - len(pairs) // 2))
+    return meter
+
+
+def test_precision_recall_f1_balanced_accuracy_by_hand():
+    # true \ predicted    0  1  2      support 10, 5, 5; predicted 9, 5, 6
+    confusion = [[8, 2, 0],
+                 [1, 3, 1],
+                 [0, 0, 5]]
+    m = meter_from_confusion(confusion).compute()
+    assert m["confusion"] == confusion
+    assert m["top1"] == pytest.approx(100 * 16 / 20)
+    assert m["per_class_recall"] == pytest.approx([80.0, 60.0, 100.0])
+    assert m["per_class_precision"] == pytest.approx([100 * 8 / 9, 60.0, 100 * 5 / 6])
+    # F1 = 2PR / (P + R): class 0: 2 * (8/9) * (8/10) / (8/9 + 8/10) = 16/19
+    assert m["per_class_f1"] == pytest.approx([100 * 16 / 19, 60.0, 100 * 10 / 11])
+    assert m["balanced_accuracy"] == pytest.approx((80 + 60 + 100) / 3)
+    assert m["macro_f1"] == pytest.approx(100 * (16 / 19 + 0.6 + 10 / 11) / 3)
+    # top-1 weights the big class: here it equals balanced accuracy only by chance, so check one that differs
+    skewed = meter_from_confusion([[18, 0], [2, 0]]).compute()
+    assert skewed["top1"] == 90.0 and skewed["balanced_accuracy"] == 50.0
+    assert skewed["per_class_precision"] == [90.0, None] and skewed["per_class_f1"][1] == 0.0
+    assert skewed["macro_f1"] == pytest.approx((100 * 36 / 38 + 0) / 2)
+
+
+def test_absent_classes_in_balanced_accuracy_and_macro_f1():
+    # class 1 predicted once but never true: recall undefined (left out of balanced accuracy), F1 0 (counted);
+    # class 2 neither true nor predicted: left out of both, as scikit-learn's defaults do
+    confusion = [[3, 1, 0],
+                 [0, 0, 0],
+                 [0, 0, 0]]
+    m = meter_from_confusion(confusion).compute()
+    assert m["per_class_recall"] == [75.0, None, None]
+    assert m["per_class_precision"] == [100.0, 0.0, None]
+    assert m["per_class_f1"][:2] == pytest.approx([100 * 6 / 7, 0.0]) and m["per_class_f1"][2] is None
+    assert m["balanced_accuracy"] == 75.0
+    assert m["macro_f1"] == pytest.approx(100 * 6 / 7 / 2)
+
+
+
+@pytest.mark.parametrize("metric, values, best_epoch", [
+    ("balanced_accuracy", [40.0, 55.0, 50.0], 2), ("macro_f1", [60.0, 30.0, 59.0], 1), ("loss", [0.9, 0.7, 0.8], 2)])
+def test_checkpointer_keeps_the_best_by_direction(tmp_path, metric, values, best_epoch):
+    from trainkit.train.callbacks import Checkpointer
+
+    ck = Checkpointer(tmp_path, metric, enabled=False)
+    for epoch, value in enumerate(values, start=1):
+        ck.save({"epoch": epoch, "model": {}}, {metric: value})
+    assert ck.best_epoch == best_epoch

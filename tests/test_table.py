@@ -39,7 +39,8 @@ def compare(*args: str | Path) -> subprocess.CompletedProcess:
 def runs(tmp_path) -> Path:
     root = tmp_path / "runs"
     write_run(root, summary("resnet20-a", "recipes/cifar_resnet20.yaml", "resnet20", 91.5))
-    write_run(root, summary("wrn-b", "recipes/cifar_wrn.yaml", "wrn16_4", 94.25, params=2748890, train_time_s=3725))
+    write_run(root, summary("wrn-b", "recipes/cifar_wrn.yaml", "wrn16_4", 94.25, params=2748890, train_time_s=3725,
+                             balanced_accuracy=94.134, macro_f1=94.0))
     write_run(root / "nested", summary("mlp-c", "recipes/cifar_mlp.yaml", "mlp", 55.0, train_time_s=42.0))
     return root
 
@@ -56,12 +57,13 @@ def test_compare_writes_sorted_tables(runs, tmp_path):
     assert done.stdout == md
     rows = table_lines(md)
     assert [r.split(" | ")[1] for r in rows] == ["wrn16_4", "resnet20", "mlp"]
-    assert "| recipes/cifar_wrn.yaml | wrn16_4 | 2.75M | 30 | test | 94.25 | 99.50 | 1h02m | 5322 |" in rows
+    assert "| recipes/cifar_wrn.yaml | wrn16_4 | 2.75M | 30 | test | 94.25 | 99.50 | 94.13 | 94.00 | 1h02m | 5322 |" in rows
     assert "3m12s" in rows[1] and "0.27M" in rows[1] and "42s" in rows[2]
     with open(out / "table.csv", newline="") as f:
         parsed = list(csv.DictReader(f))
     assert [r["run"] for r in parsed] == ["wrn-b", "resnet20-a", "mlp-c"]
     assert float(parsed[0]["top1"]) == 94.25 and int(parsed[0]["params"]) == 2748890
+    assert float(parsed[0]["balanced_accuracy"]) == 94.134 and parsed[1]["macro_f1"] == ""
     assert parsed[1]["recipe"] == "recipes/cifar_resnet20.yaml" and float(parsed[2]["train_time_s"]) == 42.0
 
 
@@ -72,7 +74,7 @@ def test_missing_keys_show_dash_and_datasets_group(tmp_path):
     rows = [old, summary("new", "recipes/new.yaml", "resnet20", 90.0)]
     md = to_markdown(rows)
     assert md.index("### CIFAR10") < md.index("### MNIST")
-    assert "| recipes/old.yaml | resnet8 | - | 30 | test | 80.00 | - | - | - |" in md
+    assert "| recipes/old.yaml | resnet8 | - | 30 | test | 80.00 | - | - | - | - | - |" in md
 
 
 def test_run_folder_and_parent_counted_once(runs):

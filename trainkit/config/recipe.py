@@ -280,7 +280,8 @@ class TrainCfg:
     seed: int = 0
     deterministic: bool = False           # bit-reproducible runs (slower kernels on CUDA)
     eval_every_epochs: int = 1
-    best_metric: Literal["top1", "loss", "ema_top1", "ema_loss"] = "top1"   # ema_*: needs ema.decay
+    # on the val split; ema_*: needs ema.decay; balanced_accuracy / macro_f1 (%) for imbalanced classes
+    best_metric: Literal["top1", "loss", "ema_top1", "ema_loss", "balanced_accuracy", "macro_f1"] = "top1"
     nonfinite: Literal["skip", "stop"] = "stop"   # a NaN/inf loss: skip that step (counted) or stop the run
 
     def check(self, key: str) -> None:

@@ -133,7 +133,8 @@ class ClassificationMeter:
         return float((conf - hit).abs().sum()) / n
 
     def compute(self) -> dict:
-        """samples, top1/top5 (%), mean loss, ece (fraction), per-class accuracy (%, None if no samples), confusion."""
+        """samples, top1/top5 (%), mean loss, ece (fraction), balanced accuracy and macro-F1 (%), per-class
+        accuracy (= recall), precision and F1 (%, None where undefined), confusion."""
         n = self.samples
         hits1, hits5 = int(round(float(self._state[1]))), int(round(float(self._state[2])))
         confusion = self.confusion()
@@ -144,6 +145,7 @@ class ClassificationMeter:
             "top5": 100 * hits5 / n if n else math.nan,
             "loss": float(self._state[3]) / n if n else math.nan,
             "ece": self.ece(),
+            **imbalance_metrics(confusion.tolist()),
             "per_class_accuracy": per_class_accuracy(confusion.tolist()),
             "confusion": confusion.tolist(),
         }
@@ -154,15 +156,48 @@ def per_class_accuracy(confusion: Sequence[Sequence[int]]) -> list[float | None]
     return [100 * row[i] / sum(row) if sum(row) else None for i, row in enumerate(confusion)]
 
 
+def imbalance_metrics(confusion: Sequence[Sequence[int]]) -> dict:
+    """Per-class precision, recall and F1, their macro means, in percent, from a confusion matrix
+    (rows = true class). Conventions, as scikit-learn's defaults with ``zero_division=0``:
+
+    * recall of a class without samples and precision of a class never predicted are None
+      (undefined; JSON stays free of NaN); F1 is 0 when the class has no true positive;
+    * ``balanced_accuracy`` is the mean recall over the classes that have samples;
+    * ``macro_f1`` is the mean F1 over the classes that have samples or predictions.
+    """
+    c = len(confusion)
+    support = [sum(row) for row in confusion]
+    predicted = [sum(confusion[i][j] for i in range(c)) for j in range(c)]
+    tp = [confusion[i][i] for i in range(c)]
+    recall = [100 * tp[i] / support[i] if support[i] else None for i in range(c)]
+    precision = [100 * tp[i] / predicted[i] if predicted[i] else None for i in range(c)]
+    # 2 tp / (2 tp + fp + fn) is the harmonic mean of precision and recall, defined whenever either is
+    f1 = [200 * tp[i] / (support[i] + predicted[i]) if support[i] + predicted[i] else None for i in range(c)]
+    present = [r for r in recall if r is not None]
+    scored = [f for f in f1 if f is not None]
+    return {
+        "balanced_accuracy": sum(present) / len(present) if present else math.nan,
+        "macro_f1": sum(scored) / len(scored) if scored else math.nan,
+        "per_class_precision": precision,
+        "per_class_recall": recall,
+        "per_class_f1": f1,
+    }
+
+
 def format_metrics(d: dict) -> str:
-    """One line: ``top1 91.23%  top5 99.87%  loss 0.2512  ece 0.0123  (10000 samples)``; absent keys are left out."""
+    """One line: ``top1 91.23%  top5 99.87%  bal_acc 90.11%  macro_f1 90.02%  loss 0.2512  ece 0.0123  (10000
+    samples)``; absent keys are left out."""
     parts = []
-    for key, fmt in (("top1", "{:.2f}%"), ("top5", "{:.2f}%"), ("loss", "{:.4f}"), ("ece", "{:.4f}")):
+    for key, fmt in (("top1", "{:.2f}%"), ("top5", "{:.2f}%"), ("balanced_accuracy", "{:.2f}%"),
+                     ("macro_f1", "{:.2f}%"), ("loss", "{:.4f}"), ("ece", "{:.4f}")):
         if d.get(key) is not None:
-            parts.append(f"{key} {fmt.format(d[key])}")
+            parts.append(f"{SHORT.get(key, key)} {fmt.format(d[key])}")
     if d.get("samples") is not None:
         parts.append(f"({d['samples']} samples)")
     return "  ".join(parts)
+
+
+SHORT = {"balanced_accuracy": "bal_acc"}
 
 
 # ---- confusion-matrix files ----------------------------------------------------------------------------------
@@ -232,5 +267,5 @@ def _check_names(confusion: Sequence[Sequence[int]], class_names: Sequence[str])
         raise ValueError(f"confusion must be {len(class_names)} x {len(class_names)} to match the class names")
 
 
-__all__ = ["ClassificationMeter", "format_metrics", "per_class_accuracy", "write_confusion_csv",
+__all__ = ["ClassificationMeter", "format_metrics", "imbalance_metrics", "per_class_accuracy", "write_confusion_csv",
            "write_confusion_png"]

@@ -96,9 +96,10 @@ def write_report(report: dict, out_dir: Path) -> None:
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     with open(out_dir / "per_class.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["class", "samples", "top1"])
-        for name, row, acc in zip(classes, m["confusion"], m["per_class_accuracy"]):
-            writer.writerow([name, sum(row), "" if acc is None else f"{acc:.4f}"])
+        writer.writerow(["class", "samples", "recall", "precision", "f1"])
+        for i, (name, row) in enumerate(zip(classes, m["confusion"])):
+            values = (m["per_class_recall"][i], m["per_class_precision"][i], m["per_class_f1"][i])
+            writer.writerow([name, sum(row), *("" if v is None else f"{v:.4f}" for v in values)])
     write_confusion_csv(out_dir / "confusion.csv", m["confusion"], classes)
     title = f"{report['model']} on {report['split']}: top-1 {m['top1']:.2f}%"
     write_confusion_png(out_dir / "confusion.png", m["confusion"], classes, title)

@@ -20,7 +20,7 @@ MISSING = "-"
 ASCENDING = frozenset({"loss", "ece", "train_time_s", "peak_mem_mb", "params", "epochs"})
 
 CSV_COLUMNS = ("run", "dataset", "recipe", "recipe_hash", "model", "params", "epochs", "split", "top1", "top5",
-               "loss", "ece", "samples", "train_time_s", "img_per_s", "peak_mem_mb", "hardware", "precision",
+               "balanced_accuracy", "macro_f1", "loss", "ece", "samples", "train_time_s", "img_per_s", "peak_mem_mb", "hardware", "precision",
                "world_size", "torch", "timm", "git_commit", "path")
 
 
@@ -135,9 +135,10 @@ def _text(v: Any) -> str:
 MD_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("recipe", "recipe", _text), ("model", "model", _text), ("params", "params", format_params),
     ("epochs", "epochs", _text), ("split", "split", _text), ("top-1", "top1", _fixed(2)),
-    ("top-5", "top5", _fixed(2)), ("train time", "train_time_s", format_duration), ("img/s", "img_per_s", _fixed(0)),
+    ("top-5", "top5", _fixed(2)), ("bal. acc", "balanced_accuracy", _fixed(2)), ("macro-F1", "macro_f1", _fixed(2)),
+    ("train time", "train_time_s", format_duration), ("img/s", "img_per_s", _fixed(0)),
 )
-RIGHT_ALIGNED = frozenset({"params", "epochs", "top-1", "top-5", "train time", "img/s"})
+RIGHT_ALIGNED = frozenset({"params", "epochs", "top-1", "top-5", "bal. acc", "macro-F1", "train time", "img/s"})
 
 
 def to_markdown(rows: list[dict], sort_by: str = "top1") -> str:

@@ -76,7 +76,7 @@ class Checkpointer:
     def improved(self, value: float) -> bool:
         if self.best_value is None:
             return True
-        return value > self.best_value if self.metric.endswith("top1") else value < self.best_value
+        return value < self.best_value if self.metric.endswith("loss") else value > self.best_value
 
     def save(self, state: dict, val_metrics: dict | None) -> bool:
         """Write last.pt (and best.pt); return True when this epoch is the new best."""

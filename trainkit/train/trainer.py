@@ -280,7 +280,8 @@ class Trainer:
             meter = evaluate(self.eval_net, self.val_loader, num_classes=plan.num_classes, device=self.device,
                              precision=plan.precision, show_progress=self.show_progress, desc="val")
             val = meter.compute()
-            row.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"])
+            row.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"],
+                       val_balanced_accuracy=val["balanced_accuracy"], val_macro_f1=val["macro_f1"])
             if self.ema is not None:   # the averaged weights, beside the raw ones
                 ema = evaluate(self.ema.module, self.val_loader, num_classes=plan.num_classes, device=self.device,
                                precision=plan.precision, show_progress=self.show_progress, desc="val ema").compute()
@@ -309,6 +310,8 @@ class Trainer:
             "epochs": self.plan.epochs, "split": "test", "checkpoint": best.name,
             "weights": report["weights"],
             "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "ece": m["ece"], "samples": m["samples"],
+            "balanced_accuracy": m["balanced_accuracy"], "macro_f1": m["macro_f1"],
+            "per_class": per_class_table(report["classes"], m),
             "best_val": {"metric": self.checkpointer.metric, "value": self.checkpointer.best_value,
                          "epoch": self.checkpointer.best_epoch},
             "train_time_s": self.train_seconds, "compile_s": self.compile_s,
@@ -322,6 +325,13 @@ class Trainer:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.logger.close()
         return summary
+
+
+def per_class_table(classes: list[str], m: dict) -> dict:
+    """{class: {samples, recall, precision, f1}} (%, None where undefined) from a metrics dict."""
+    return {name: {"samples": sum(m["confusion"][i]), "recall": m["per_class_recall"][i],
+                   "precision": m["per_class_precision"][i], "f1": m["per_class_f1"][i]}
+            for i, name in enumerate(classes)}
 
 
 def write_run_header(run_dir: Path, recipe: Recipe, plan: Plan) -> None:
