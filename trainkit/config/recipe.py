@@ -211,12 +211,40 @@ class MultiScaleCfg:
 
 @dataclass(frozen=True)
 class LossCfg:
-    name: Literal["ce", "bce"] = "ce"
+    """The training loss (trainkit.train.losses). The imbalance keys read the class counts of the
+    training split (after data.imbalance and the val hold-out), never of val or test."""
+    name: Literal["ce", "bce", "focal", "balanced_softmax", "ldam"] = "ce"
     label_smoothing: float = 0.0
+    # ce | focal | balanced_softmax | ldam: per-class weights from the training counts n_c, scaled to mean 1:
+    # inverse 1/n_c, inverse_sqrt 1/sqrt(n_c), effective_number (1 - beta) / (1 - beta ** n_c) (Cui et al. 2019)
+    class_weights: Literal["none", "inverse", "inverse_sqrt", "effective_number"] = "none"
+    effective_beta: float = 0.9999        # class_weights=effective_number
+    reweight_from_epoch: int | None = None   # deferred re-weighting (DRW, Cao et al. 2019): class_weights apply
+                                             # from this epoch on (0-based), plain before; null: from the start
+    focal_gamma: float = 2.0              # focal: the (1 - p) ** gamma modulating factor (Lin et al. 2017)
+    tau: float = 1.0                      # balanced_softmax: logits + tau * log(class prior) in training
+                                          # (logit adjustment, Menon et al. 2021); tau 1 is balanced softmax
+    ldam_max_margin: float = 0.5          # ldam: margin of the rarest class; margins go as n_c ** -1/4
+    ldam_scale: float = 30.0              # ldam: the logits (cosines: model.kwargs.cosine_classifier) times s
+
+    # key -> the loss names that read it; set elsewhere it is an error, not silently ignored
+    USED_BY = {"focal_gamma": ("focal",), "tau": ("balanced_softmax",), "ldam_max_margin": ("ldam",),
+               "ldam_scale": ("ldam",), "class_weights": ("ce", "focal", "balanced_softmax", "ldam")}
 
     def check(self, key: str) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise RecipeError(f"{key}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        defaults = LossCfg.__dataclass_fields__
+        for name, users in self.USED_BY.items():
+            if getattr(self, name) != defaults[name].default and self.name not in users:
+                raise RecipeError(f"{key}.{name}: used only by loss.name={' | '.join(users)}, not {self.name}")
+        if not 0.0 < self.effective_beta < 1.0:
+            raise RecipeError(f"{key}.effective_beta: must be in (0, 1), got {self.effective_beta}")
+        if self.reweight_from_epoch is not None and (self.class_weights == "none" or self.reweight_from_epoch < 1):
+            raise RecipeError(f"{key}.reweight_from_epoch: defers loss.class_weights, so set class_weights and an "
+                              f"epoch >= 1; got {self.reweight_from_epoch} with class_weights={self.class_weights}")
+        if self.focal_gamma < 0 or self.tau < 0 or self.ldam_max_margin <= 0 or self.ldam_scale <= 0:
+            raise RecipeError(f"{key}: focal_gamma >= 0, tau >= 0, ldam_max_margin > 0 and ldam_scale > 0 are required")
 
 
 @dataclass(frozen=True)
@@ -437,6 +465,9 @@ class Recipe:
         if self.model.in_chans is not None and len(self.data.eval.mean) not in (1, self.model.in_chans):
             raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for model.in_chans={self.model.in_chans}")
         self.distill.check_inputs(self)
+        if self.loss.name == "ldam" and self.mixup.active:
+            raise RecipeError("loss.name=ldam: refused with mixup/cutmix, because LDAM's margin belongs to one "
+                              "true class and mixed targets have two (use ce, focal or balanced_softmax)")
         if self.train.best_metric.startswith("ema_") and self.ema.decay is None:
             raise RecipeError(f"train.best_metric: {self.train.best_metric} needs an EMA; set ema.decay")
 

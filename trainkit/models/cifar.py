@@ -93,11 +93,25 @@ class _Classifier(nn.Module):
         if global_pool not in (None, "avg"):
             raise ValueError(f"global_pool={global_pool!r}: only 'avg' is supported")
         self.num_classes = num_classes
-        head = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        linear = CosineLinear if getattr(self, "cosine_classifier", False) else nn.Linear
+        head = linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         setattr(self, self.head_name, head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class CosineLinear(nn.Module):
+    """Logits = cosine between the feature and each class's weight vector, in [-1, 1] (no bias): the
+    normalised classifier LDAM is defined with (Cao et al. 2019's NormedLinear); the loss scales them."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.kaiming_normal_(self.weight)   # only the direction matters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
 
 
 class CifarResNet(_Classifier):
@@ -105,8 +119,10 @@ class CifarResNet(_Classifier):
 
     head_name = "linear"
 
-    def __init__(self, depth: int, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0):
+    def __init__(self, depth: int, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
+                 cosine_classifier: bool = False):
         super().__init__()
+        self.cosine_classifier = cosine_classifier   # a CosineLinear head (for loss.name=ldam)
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
         n = (depth - 2) // 6
@@ -116,7 +132,8 @@ class CifarResNet(_Classifier):
         self.layer1 = self._stage(16, 16, n, stride=1)
         self.layer2 = self._stage(16, 32, n, stride=2)
         self.layer3 = self._stage(32, 64, n, stride=2)
-        self.linear = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
+        self.linear = (CosineLinear if cosine_classifier else nn.Linear)(64, num_classes) if num_classes > 0 \
+            else nn.Identity()
         cfg = default_cfgs["resnet20_cifar"]  # the same for every depth
         self.pretrained_cfg = self.default_cfg = dict(cfg, input_size=(in_chans, 32, 32), num_classes=num_classes)
         self._init_weights()
@@ -214,10 +231,11 @@ def _cifar_resnet(depth: int):
     name = f"resnet{depth}_cifar"
 
     def entrypoint(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
-                   **kwargs) -> CifarResNet:
+                   cosine_classifier: bool = False, **kwargs) -> CifarResNet:
         _no_hub(name, pretrained)
         _check_kwargs(name, **kwargs)
-        return CifarResNet(depth, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate or 0.0)
+        return CifarResNet(depth, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate or 0.0,
+                           cosine_classifier=cosine_classifier)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name  # timm registers the function under its __name__
     entrypoint.__doc__ = f"ResNet-{depth} for 32 px inputs (He et al. 2015, section 4.2, option-A shortcuts)."

@@ -185,7 +185,10 @@ class Trainer:
         self.compile_s = 0.0
         if rt.compile:
             net = torch.compile(net)
-        loss_fn = build_distillation(build_loss(recipe.loss), recipe.distill, student=self.model,
+        # class counts of the training split only (after data.imbalance and the val hold-out)
+        counts = torch.bincount(torch.from_numpy(data.splits["train"].targets), minlength=plan.num_classes)
+        self.task_loss = build_loss(recipe.loss, counts).to(device)
+        loss_fn = build_distillation(self.task_loss, recipe.distill, student=self.model,
                                      student_eval=recipe.data.eval, in_chans=plan.in_chans,
                                      classes=list(data.classes), device=device)
         self.step = TrainStep(net, loss_fn, optimizer, scheduler, device=device,
@@ -258,6 +261,8 @@ class Trainer:
         start = self.start_step_in_epoch * plan.accum_steps if epoch == self.start_epoch else 0
         self.train_loader.set_epoch(epoch, start)
         self.finetune.set_epoch(epoch)
+        if hasattr(self.task_loss, "set_epoch"):   # deferred re-weighting switches on by epoch (resume-safe)
+            self.task_loss.set_epoch(epoch)
         stats = train_one_epoch(self.step, self.train_loader, steps=plan.steps_per_epoch,
                                 log_every=rec.runtime.log_every_steps, on_log=self.logger.step,
                                 show_progress=self.show_progress, desc=f"epoch {epoch + 1}/{plan.epochs}",
