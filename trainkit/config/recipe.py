@@ -65,6 +65,24 @@ class EvalCfg:
             raise RecipeError(f"{key}.std: must be positive, got {self.std}")
 
 
+@dataclass(frozen=True)
+class ImbalanceCfg:
+    """A long-tailed training subset (trainkit.data.imbalance); val and test stay as they are."""
+    ratio: float = 100.0                  # images of the largest class / of the smallest
+    profile: Literal["exponential", "step"] = "exponential"   # Cao et al. 2019's two profiles
+    seed: int = 0                         # which images each class keeps
+    # > 0: a balanced val split of this many images per class, drawn from the training images the
+    # long-tailed subset left out (when the source has no val split); 0: data.holdout_fraction of
+    # the long-tailed subset (val as imbalanced as train)
+    val_per_class: int = 0
+
+    def check(self, key: str) -> None:
+        if self.ratio < 1:
+            raise RecipeError(f"{key}.ratio: the largest over the smallest class, must be >= 1, got {self.ratio}")
+        if self.val_per_class < 0:
+            raise RecipeError(f"{key}.val_per_class: must be >= 0, got {self.val_per_class}")
+
+
 DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
 
 
@@ -79,6 +97,10 @@ class DataCfg:
     on_corrupt: Literal["skip", "error"] = "error"   # skip (and count) or fail naming the file
     in_memory: bool | Literal["auto"] = "auto"        # decode once into uint8 tensors (fast path)
     in_memory_max_mb: int = 4096          # "auto" uses the fast path below this decoded size
+    imbalance: ImbalanceCfg | None = None # a long-tailed subset of train (CIFAR-10-LT style); null: all of it
+    # training order: shuffle (each image once per epoch), or draws with replacement weighted per
+    # class, class_balanced (1 / n_c: every class equally often) or square_root (1 / sqrt(n_c))
+    sampler: Literal["shuffle", "class_balanced", "square_root"] = "shuffle"
     limit_train: int | None = None        # seeded subset of train (smoke runs, tests)
     limit_eval: int | None = None         # seeded subset of val/test
     train_size: int | None = None         # training resolution, px; null: eval.size

@@ -47,36 +47,65 @@ def batch_seed(seed: int, epoch: int, rank: int, batch_index: int) -> int:
 
 # ---------------------------------------------------------------- sampling
 
+def class_sampling_weights(targets: np.ndarray | torch.Tensor, sampler: str) -> torch.Tensor | None:
+    """Per-sample draw weights of ``data.sampler``: class_balanced ``1 / n_c`` (every class equally
+    likely), square_root ``1 / sqrt(n_c)`` (class c drawn in proportion to ``sqrt(n_c)``); shuffle: None."""
+    if sampler == "shuffle":
+        return None
+    y = torch.as_tensor(np.asarray(targets.cpu() if torch.is_tensor(targets) else targets), dtype=torch.int64)
+    counts = torch.bincount(y).double()
+    per_class = {"class_balanced": 1.0 / counts, "square_root": counts.rsqrt()}[sampler]
+    return per_class[y]
+
+
 class EpochBatches:
     """Batch sampler yielding lists of ``(index, sample_seed)`` for this rank.
 
-    Train: a seeded permutation per epoch, sharded round-robin over ranks
-    (truncated to a multiple of the world size so ranks take equal steps).
-    Eval: every index exactly once over all ranks, no padding, no duplicates.
+    Train: a seeded permutation per epoch, or (``weights``) a seeded draw of ``n`` samples with
+    replacement in proportion to the weights; both are one global order for all ranks, a function
+    of (seed, epoch) only, sharded round-robin over ranks (truncated to a multiple of the world
+    size so ranks take equal steps). Eval: every index exactly once over all ranks, no padding, no
+    duplicates. ``set_epoch(epoch, start)`` skips ``start`` batches: a resumed epoch continues the
+    same order.
     """
 
     def __init__(self, n: int, batch: int, *, train: bool, drop_last: bool, seed: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, weights: torch.Tensor | None = None):
         self.n, self.batch, self.train, self.drop_last = n, batch, train, drop_last
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
         self.start = 0      # batches of this epoch already consumed (mid-epoch resume)
+        self.weights = weights.double() if weights is not None and train else None
+        if self.weights is not None and len(self.weights) != n:
+            raise ValueError(f"sampling weights for {len(self.weights)} samples, the split has {n}")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def indices(self) -> list[int]:
+    def order(self) -> tuple[list[int], list[int]]:
+        """This rank's indices of the epoch and the per-sample augmentation seeds that go with them."""
         if not self.train:
-            return list(range(self.rank, self.n, self.world))
+            idx = list(range(self.rank, self.n, self.world))
+            return idx, [sample_seed(self.seed, self.epoch, i) for i in idx]
         gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -2))
-        order = torch.randperm(self.n, generator=gen)
         usable = self.n - self.n % self.world
-        return order[:usable][self.rank::self.world].tolist()
+        if self.weights is None:
+            idx = torch.randperm(self.n, generator=gen)[:usable][self.rank::self.world].tolist()
+            return idx, [sample_seed(self.seed, self.epoch, i) for i in idx]
+        # With replacement an image can come twice in one epoch: its seed comes from its position in
+        # the global draw (n + position, apart from the shuffle seeds), so the two copies differ.
+        drawn = torch.multinomial(self.weights, self.n, replacement=True, generator=gen)
+        positions = range(self.rank, usable, self.world)
+        return drawn[:usable][self.rank::self.world].tolist(), \
+            [sample_seed(self.seed, self.epoch, self.n + p) for p in positions]
+
+    def indices(self) -> list[int]:
+        return self.order()[0]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        idx = self.indices()
+        idx, seeds = self.order()
         stop = len(idx) - len(idx) % self.batch if self.drop_last else len(idx)
         for start in range(self.start * self.batch, stop, self.batch):
-            yield [(i, sample_seed(self.seed, self.epoch, i)) for i in idx[start:start + self.batch]]
+            yield list(zip(idx[start:start + self.batch], seeds[start:start + self.batch]))
 
     def __len__(self) -> int:
         count = len(range(self.rank, self.n, self.world)) if not self.train else (self.n // self.world)
@@ -326,7 +355,8 @@ def make_loader(split: Split, *, train: bool, data: DataCfg, augment: AugmentCfg
         if device.type == "cuda":   # the whole set lives on the GPU (airbench-style)
             images, targets = images.to(device), targets.to(device)
         batches = EpochBatches(len(targets), settings.batch, train=train, drop_last=settings.drop_last,
-                               seed=seed, rank=rank, world=world)
+                               seed=seed, rank=rank, world=world,
+                               weights=class_sampling_weights(targets, data.sampler) if train else None)
         if resolution is not None:
             batches = SizedBatches(batches, resolution)
         aug = BatchAugment.from_cfg(augment) if train else None
@@ -336,7 +366,8 @@ def make_loader(split: Split, *, train: bool, data: DataCfg, augment: AugmentCfg
         loader.skipped = skipped
         return loader
     batches = EpochBatches(len(split), settings.batch, train=train, drop_last=settings.drop_last,
-                           seed=seed, rank=rank, world=world)
+                           seed=seed, rank=rank, world=world,
+                           weights=class_sampling_weights(split.targets, data.sampler) if train else None)
     if resolution is not None:
         batches = SizedBatches(batches, resolution)
     dataset = SampleDataset(split, base, chans, data.on_corrupt,

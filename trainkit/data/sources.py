@@ -19,8 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from trainkit.config.recipe import DataCfg
+from trainkit.config.recipe import DataCfg, ImbalanceCfg
 from trainkit.config.registry import Registry
+from trainkit.data.imbalance import balanced_indices, long_tail_indices
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
@@ -231,15 +232,33 @@ def _seeded_subset(split: Split, count: int, seed: int) -> Split:
     return split.subset(keep)
 
 
+def long_tailed(train: Split, splits: dict[str, Split], cfg: ImbalanceCfg) -> Split:
+    """The long-tailed subset of ``train``; with ``val_per_class`` (and no val split in the source)
+    ``splits["val"]`` first becomes a balanced draw from train, and the subset is taken from the rest."""
+    pool = np.arange(len(train))
+    if cfg.val_per_class and "val" not in splits:
+        try:
+            val = balanced_indices(train.targets, len(train.classes), cfg.val_per_class, cfg.seed)
+        except ValueError as err:
+            raise DataError(f"data.imbalance: {err}") from None
+        splits["val"] = train.subset(val, "val")
+        pool = np.setdiff1d(pool, val)
+    keep = pool[long_tail_indices(train.targets[pool], len(train.classes), cfg)]
+    return train.subset(keep, "train")
+
+
 def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
     """Return ``train``, ``val`` and ``test`` splits.
 
-    ``val`` is the source's own when it has one; otherwise a seeded hold-out of
+    ``data.imbalance`` first makes train long-tailed (and may draw a balanced val from
+    the rest). ``val`` is the source's own when it has one; otherwise a seeded hold-out of
     ``holdout_fraction`` of train, or (fraction 0) the test split. ``test`` is the
     final report split: the source's test split, else its val split.
     """
     splits = dict(source.splits)
     train = splits["train"]
+    if cfg.imbalance is not None:
+        train = long_tailed(train, splits, cfg.imbalance)
     if "val" not in splits:
         if cfg.holdout_fraction > 0 or "test" not in splits:
             fraction = cfg.holdout_fraction or 0.1
