@@ -140,6 +140,55 @@ def test_cpu_sync_batchnorm_without_a_process_group_is_batchnorm():
     torch.testing.assert_close(synced(x), net(x))
 
 
+def _sync_bn_rank(rank: int, world: int, store: str, x: torch.Tensor, grad_out: torch.Tensor, out: str) -> None:
+    """One rank of the bf16 SyncBatchNorm comparison: its shard, under autocast, forward and backward."""
+    import torch.distributed as tdist
+    from trainkit.runtime.distributed import CpuSyncBatchNorm
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    bn = CpuSyncBatchNorm(x.shape[1]).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = bn(x.chunk(world)[rank])
+    (y.float() * grad_out.chunk(world)[rank]).sum().backward()
+    torch.save({"y": y.detach().float(), "weight_grad": bn.weight.grad, "running_var": bn.running_var,
+                "running_mean": bn.running_mean}, f"{out}/{rank}.pt")
+    tdist.destroy_process_group()
+
+
+def test_cpu_sync_batchnorm_under_bf16_reduces_statistics_in_fp32(tmp_path):
+    """Two gloo ranks under bf16 autocast against an fp32 BatchNorm over the whole batch: the
+    statistics (sums, sums of squares, count) are reduced in fp32, so the errors are no worse
+    than torch's own single-process BatchNorm on the same bf16 input (a bf16 reduction was
+    2-3x worse on the output and 1000x on running_var)."""
+    world = 2
+    gen = torch.Generator().manual_seed(0)
+    # An offset mean, as after a ReLU: bf16 sums of thousands of such values lose the low bits.
+    x = (3.0 + 2.0 * torch.randn(32, 8, 16, 16, generator=gen)).bfloat16()
+    grad_out = torch.randn(x.shape, generator=gen)
+    torch.multiprocessing.spawn(_sync_bn_rank, args=(world, str(tmp_path / "store"), x, grad_out, str(tmp_path)),
+                                nprocs=world)
+    ranks = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(world)]
+    ours = {"y": torch.cat([r["y"] for r in ranks]), "weight_grad": sum(r["weight_grad"] for r in ranks),
+            "running_var": ranks[0]["running_var"], "running_mean": ranks[0]["running_mean"]}
+
+    def batchnorm(inputs: torch.Tensor, bf16: bool) -> dict:
+        bn = torch.nn.BatchNorm2d(x.shape[1]).train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = bn(inputs)
+        (y.float() * grad_out).sum().backward()
+        return {"y": y.detach().float(), "weight_grad": bn.weight.grad, "running_var": bn.running_var,
+                "running_mean": bn.running_mean}
+
+    exact = batchnorm(x.float(), bf16=False)          # fp32 full-batch BatchNorm on the same values
+    torch_bf16 = batchnorm(x, bf16=True)              # torch's BatchNorm on the bf16 input
+    for key in ("y", "weight_grad", "running_var", "running_mean"):
+        err = (ours[key] - exact[key]).abs().max().item()
+        torch_err = (torch_bf16[key] - exact[key]).abs().max().item()
+        assert err <= 1.5 * torch_err + 1e-5, f"{key}: error {err:.2e} vs torch BatchNorm's {torch_err:.2e}"
+    assert torch.equal(ranks[0]["running_var"], ranks[1]["running_var"])   # every rank saw the global statistics
+
+
 def test_ddp_fine_tuning_keeps_frozen_parts_and_unfreezes_on_schedule(runs, tmp_path):
     """DDP with a frozen backbone: frozen weights do not move (no zero-grad weight decay either),
     the head trains, and after unfreeze_after_epochs the backbone trains on both ranks in step."""

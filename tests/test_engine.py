@@ -55,6 +55,27 @@ def test_accumulation_of_halves_matches_full_batch():
     assert not torch.equal(a[1].weight, tiny_mlp()[1].weight)  # it did train
 
 
+@pytest.mark.parametrize("sizes, accum", [([4, 4, 4, 4, 4, 2], 2),   # two full groups, then [4, 2]
+                                          ([4, 4, 2], 4),               # one group of 3 micro-batches
+                                          ([4, 4, 4, 4, 4], 2)])        # a trailing group of one
+def test_trailing_partial_group_equals_one_batch_of_its_images(sizes, accum):
+    """drop_last: false leaves a last group with fewer (and smaller) micro-batches: each step,
+    the trailing one included, must equal one big batch of the same images."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(sum(sizes), 3, 2, 2, generator=g), torch.randint(0, 3, (sum(sizes),), generator=g)
+    micro = list(zip(x.split(sizes), y.split(sizes)))
+    groups = [micro[i:i + accum] for i in range(0, len(micro), accum)]
+    a, b = tiny_mlp(), tiny_mlp()
+    step_a, step_b = make_step(a, accum=1), make_step(b, accum=accum)
+    for group in groups:
+        step_a.micro(torch.cat([m[0] for m in group]), torch.cat([m[1] for m in group]), last_in_step=True)
+        for i, (xm, ym) in enumerate(group):
+            step_b.micro(xm, ym, last_in_step=i + 1 == len(group))
+    assert step_a.optimizer_steps == step_b.optimizer_steps == len(groups)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("accum", [1, 2, 4])
 def test_optimizer_steps_once_per_accumulation_group(precision, accum):

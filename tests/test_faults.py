@@ -16,7 +16,7 @@ import torch
 from conftest import make_image_folder
 from test_distributed import ENV, ROOT, assert_same_weights, tiny_recipe
 from trainkit.train.callbacks import Checkpointer
-from trainkit.runtime.checkpoint import load_checkpoint
+from trainkit.runtime.checkpoint import load_checkpoint, save_atomic
 from trainkit.config.schema import RecipeError
 from trainkit.train.engine import NonFiniteLoss
 from trainkit.runtime.faults import PREEMPTED_EXIT, newest_valid_checkpoint
@@ -125,6 +125,22 @@ def test_newest_valid_checkpoint_skips_a_truncated_file(tmp_path):
     assert newest_valid_checkpoint(tmp_path) == tmp_path / "prev.pt"
     assert load_checkpoint(tmp_path / "prev.pt")["train_step"]["optimizer_steps"] == 3
     assert newest_valid_checkpoint(tmp_path / "empty") is None
+
+
+def test_save_atomic_removes_its_temp_file_when_the_save_fails(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    save_atomic({"w": torch.ones(2)}, target)
+    before = target.read_bytes()
+
+    def failing_save(obj, f):
+        f.write(b"partial")      # a half-written file, then the failure
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_atomic({"w": torch.zeros(2)}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]     # no .last.pt.tmp<pid> left behind
+    assert target.read_bytes() == before                                  # the previous file is intact
 
 
 # ---------------------------------------------------------------- SIGTERM, --resume auto

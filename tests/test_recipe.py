@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 from trainkit.config.schema import RecipeError
-from trainkit.config.recipe import apply_overrides, load_recipe, load_tree, recipe_hash, recipe_yaml, parse_recipe
+from trainkit.config.recipe import (apply_overrides, load_recipe, load_tree, parse_recipe, recipe_dict, recipe_hash,
+                                    recipe_yaml)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
@@ -86,6 +89,25 @@ def test_hash_ignores_runtime_but_not_training_keys():
     base = load_recipe(ROOT / "recipes" / "quickstart.yaml")
     assert recipe_hash(base) == recipe_hash(load_recipe(ROOT / "recipes" / "quickstart.yaml", ["runtime.workers=0"]))
     assert recipe_hash(base) != recipe_hash(load_recipe(ROOT / "recipes" / "quickstart.yaml", ["optim.lr=0.3"]))
+
+
+@pytest.mark.parametrize("override", ["runtime.drop_last=false", "runtime.per_device_batch=64",
+                                      "runtime.sync_batchnorm=true"])
+def test_hash_covers_runtime_keys_that_change_what_is_trained(override):
+    """Steps per epoch, the BatchNorm batch and synced statistics change the trained model, so
+    --resume must be able to refuse a mismatch: the hash sees them."""
+    base = load_recipe(ROOT / "recipes" / "quickstart.yaml")
+    assert recipe_hash(base) != recipe_hash(load_recipe(ROOT / "recipes" / "quickstart.yaml", [override]))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_hash_of_a_recipe_leaving_those_keys_alone_is_unchanged(path):
+    """The runtime keys enter the hash only when set away from their defaults: the hash of every
+    shipped recipe is the hash of its trained sections alone, as before they were covered."""
+    recipe = load_recipe(path, ["data.root=/nonexistent"])
+    tree = {k: v for k, v in recipe_dict(recipe).items() if k != "runtime"}
+    old = hashlib.sha256(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert recipe_hash(recipe) == old
 
 
 def test_loaded_recipe_is_frozen():

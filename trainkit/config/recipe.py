@@ -434,7 +434,8 @@ INPUT_RANDOMNESS = [
 
 @dataclass(frozen=True)
 class RuntimeCfg:
-    """How the run executes; changing these must not change what is trained."""
+    """How the run executes. drop_last, per_device_batch and sync_batchnorm do change what is
+    trained (steps per epoch, the BatchNorm batch), so the recipe hash covers them."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     per_device_batch: int | None = None   # null: global_batch / world size (no accumulation)
     eval_batch: int | None = None         # null: 2 x per_device_batch
@@ -587,10 +588,20 @@ def recipe_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe_dict(recipe), sort_keys=False, default_flow_style=False)
 
 
+# runtime keys that change what is trained: the steps per epoch (so the schedule), the BatchNorm
+# batch, and BatchNorm statistics over all processes. The hash covers them (see recipe_hash).
+TRAINED_RUNTIME_KEYS = ("drop_last", "per_device_batch", "sync_batchnorm")
+
+
 def recipe_hash(recipe: Recipe) -> str:
-    """Short hash of the fully resolved recipe (defaults included); runtime keys excluded
-    because they must not change what is trained."""
-    trained = {k: v for k, v in recipe_dict(recipe).items() if k != "runtime"}
+    """Short hash of what the recipe trains: every section but ``runtime`` (defaults included),
+    plus the ``TRAINED_RUNTIME_KEYS`` set away from their defaults. Those enter only when changed
+    so that runs which leave them alone keep the hash they had before the keys were covered."""
+    data = recipe_dict(recipe)
+    trained = {k: v for k, v in data.items() if k != "runtime"}
+    changed = {k: data["runtime"][k] for k in TRAINED_RUNTIME_KEYS if data["runtime"][k] != getattr(RuntimeCfg, k)}
+    if changed:
+        trained["runtime"] = changed
     blob = json.dumps(trained, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -27,15 +27,20 @@ class CheckpointError(RuntimeError):
 def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``.
 
-    A crash (even SIGKILL) mid-write leaves the previous file intact.
+    A crash (even SIGKILL) mid-write leaves the previous file intact; an exception while
+    writing also removes the temp file.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:   # a failed save (unpicklable object, disk full, Ctrl-C) leaves no stray temp file
+        tmp.unlink(missing_ok=True)
+        raise
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         os.fsync(fd)

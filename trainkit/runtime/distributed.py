@@ -129,6 +129,10 @@ class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        # Statistics and normalisation in fp32 whatever the input dtype (bf16 under autocast): a
+        # bf16 sum over thousands of values keeps 8 mantissa bits (torch's CUDA SyncBatchNorm and
+        # its single-process BatchNorm also reduce in fp32). The output returns to the input dtype.
+        out_dtype, x = x.dtype, x.float()
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
@@ -139,14 +143,14 @@ class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         var = _AllReduceSum.apply((centred * centred).sum(dims)) / n
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)   # unbiased, as BatchNorm
-        return y
+        return y.to(out_dtype)
 
 
 def _to_cpu_sync(module: torch.nn.Module) -> torch.nn.Module:

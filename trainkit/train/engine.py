@@ -67,22 +67,34 @@ class TrainStep:
         self.check_every = 1 if nonfinite == "skip" else max(1, check_every_steps)
         self._group_finite = torch.ones((), dtype=torch.bool, device=device)
         self.after_step: list[Callable[[int], None]] = []   # e.g. the EMA update; gets optimizer_steps
+        self._group_images = 0                # images in the accumulation group so far
+        self._group_ref = 0                   # size of the group's first micro-batch
 
     def micro(self, images: torch.Tensor, targets: torch.Tensor, last_in_step: bool) -> torch.Tensor:
         """Forward/backward one micro-batch; step the optimizer on the last of a group."""
         # DDP: all-reduce gradients only on the micro-batch that completes the step.
         sync = getattr(self.model, "no_sync", None)
         ctx = contextlib.nullcontext() if last_in_step or sync is None else sync()
+        # Each micro-batch counts by its images: a full group is accum_steps micro-batches of the
+        # group's first size (weight 1 / accum_steps each); finish() rescales a trailing partial
+        # group (drop_last: false) so that the step equals one batch of the images it holds.
+        if self._group_images == 0:
+            self._group_ref = len(targets)
+        self._group_images += len(targets)
         with ctx:
             with autocast(self.device, self.precision):
                 loss = self.loss_fn(self.model(images), targets, images)
-            self.scaler.scale(loss / self.accum_steps).backward()
+            scaled = loss / self.accum_steps if len(targets) == self._group_ref else \
+                loss * (len(targets) / (self._group_ref * self.accum_steps))
+            self.scaler.scale(scaled).backward()
         self._group_finite &= torch.isfinite(loss.detach())
         if last_in_step:
             self.finish()
         return loss.detach()
 
     def finish(self) -> None:
+        full, group_images = self._group_ref * self.accum_steps, self._group_images
+        self._group_images = 0
         if not self.scaler.is_enabled():
             # A finite loss can still give non-finite gradients (seen: bf16 conv backward on a 1x1
             # map); fp16's GradScaler checks gradients itself and skips such steps.
@@ -99,6 +111,9 @@ class TrainStep:
             self.skipped_steps += 1
             return
         self.scaler.unscale_(self.optimizer)
+        if group_images != full:    # a trailing partial group: mean over the images it actually holds
+            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch._foreach_mul_(grads, full / group_images)
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.scaler.step(self.optimizer)
