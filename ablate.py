@@ -1,12 +1,13 @@
 """Ablation runner: train a base recipe and each cumulative delta over several seeds,
-then write a Markdown table of test top-1 mean ± std, gain per step and time.
+then write a Markdown table of val top-1 mean ± std, gain per step and time.
 
     python ablate.py recipes/cifar10_resnet20.yaml data.root=../shared/data/cifar10-jpeg \\
         --step "mixup: mixup.mixup_alpha=0.2" --step "ema: ema.decay=0.999" --seeds 0 1 --out ablation.md
 
 Every step's recipe is validated before anything trains. Each run is its own
-``train.py`` process (run folders under --runs-dir); top-1 is the run's summary:
-its best-on-val checkpoint evaluated on the test split.
+``train.py`` process (run folders under --runs-dir). An ablation ranks recipes, so it
+reads val only: each run's val top-1 of its best-on-val checkpoint (summary.json ``val_top1``).
+A step whose val split is the test split (data.holdout_fraction=0) is refused before training.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 from trainkit.report.ablation import StepResult, cumulative, markdown_table, parse_step
 from trainkit.cli import one_line_errors
 from trainkit.config.recipe import load_recipe
+from trainkit.config.schema import RecipeError
+from trainkit.data.sources import open_source, resolve_splits, val_is_test
 
 ROOT = Path(__file__).resolve().parent
 
@@ -51,13 +54,26 @@ def train_once(recipe: str, overrides: list[str], seed: int, runs_dir: Path, nam
     return json.loads((runs_dir / name / "summary.json").read_text()), wall
 
 
+def check_steps(recipe_path: str, plan: list) -> None:
+    """Every step's recipe loads (a bad key fails now, not after hours of training) and has a val
+    split of its own: ranking steps on a val split that is the test split would select on test."""
+    checked: dict[str, bool] = {}
+    for step, overrides in plan:
+        data = load_recipe(recipe_path, overrides).data
+        if repr(data) not in checked:
+            checked[repr(data)] = val_is_test(resolve_splits(data, open_source(data)))
+        if checked[repr(data)]:
+            raise RecipeError(f"ablate: step {step.name!r} validates on the test split (data.holdout_fraction=0 "
+                              "on a data set with a test split); an ablation compares on val only: set "
+                              "data.holdout_fraction > 0")
+
+
 @one_line_errors
 def main() -> int:
     args = parse_args(sys.argv[1:])
     steps = [parse_step(s) for s in args.step]
     plan = cumulative(args.overrides, steps)
-    for _step, overrides in plan:   # fail on a bad key now, not after hours of training
-        load_recipe(args.recipe, overrides)
+    check_steps(args.recipe, plan)
     runs_dir = args.runs_dir or ROOT / "runs" / f"ablate-{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     results: list[StepResult] = []
     hardware = "?"
@@ -72,14 +88,19 @@ def main() -> int:
                 print(f"[{i}] {step.name} seed {seed}: FAILED {err}", flush=True)
                 continue
             hardware = summary.get("hardware", hardware)
-            result.top1.append(summary["top1"])
+            if summary.get("val_top1") is None:
+                result.failed.append(f"seed {seed}: no val top-1 in the summary (selected_on "
+                                     f"{summary.get('selected_on')}); an ablation compares on val only")
+                continue
+            result.top1.append(summary["val_top1"])
             result.train_s.append(summary["train_time_s"])
             result.wall_s.append(wall)
-            print(f"[{i}] {step.name} seed {seed}: top-1 {summary['top1']:.2f}%  train {summary['train_time_s']:.0f}s"
+            print(f"[{i}] {step.name} seed {seed}: val top-1 {summary['val_top1']:.2f}%  train {summary['train_time_s']:.0f}s"
                   f"  wall {wall:.0f}s", flush=True)
         results.append(result)
         header = (f"Ablation of `{args.recipe}` {' '.join(f'`{o}`' for o in args.overrides)}; "
-                  f"seeds {args.seeds}; test top-1 of each run's best-on-val checkpoint; "
+                  f"seeds {args.seeds}; val top-1 of each run's best-on-val checkpoint (val only: an "
+                  f"ablation ranks recipes, so it never reads test); "
                   f"torch {torch.__version__}; {hardware}.")
         args.out.write_text(markdown_table(results, seeds=args.seeds, header=header))   # after every step
     print(args.out.read_text())

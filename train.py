@@ -97,13 +97,15 @@ def main() -> int:
         log.info("data: %s (train %d, val %d, test %d images, %d classes)", data.description, plan.train_samples,
                  plan.val_samples, plan.test_samples, plan.num_classes)
         log.info("%s", plan.summary_line())
+        log.info("%s", plan.selection_line())
         log.info("run folder: %s", run_dir)
         trainer = Trainer(recipe, plan, data, dist, device, run_dir, args.recipe)
         if ckpt_path is not None:
             trainer.resume(ckpt_path)
         summary = trainer.summarize(trainer.fit())
         if dist.is_main:
-            log.info("test (%s weights): %s", summary["checkpoint"],
+            log.info("%s (%s weights, selected on %s): %s", summary["split"], summary["checkpoint"],
+                     summary["selected_on"],
                      format_metrics({k: summary[k] for k in ("top1", "top5", "balanced_accuracy", "macro_f1", "loss",
                                                              "ece", "samples")}))
             log.info("summary: %s", run_dir / "summary.json")

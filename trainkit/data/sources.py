@@ -278,6 +278,17 @@ def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
     return splits
 
 
+def val_is_test(splits: dict[str, Split]) -> bool:
+    """Whether the val split *is* the test split (``holdout_fraction: 0`` on a set with a test
+    split). Then nothing may be chosen on it: no best checkpoint, greedy soup, ablation or sweep."""
+    return splits["val"].name == "test"
+
+
+def report_split(splits: dict[str, Split]) -> str:
+    """The name of the final report split as it is: ``test``, or ``val`` for a set without one."""
+    return splits["test"].name
+
+
 def open_source(cfg: DataCfg) -> DataSource:
     if cfg.format == "packed":
         from trainkit.data.packed import open_packed   # late: packed builds on this module

@@ -83,7 +83,8 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", dist: DistInfo
         model = TTA(model, tta_sizes, flip=tta_flip)
     meter = evaluate(model, loader, num_classes=ckpt["num_classes"], device=device, precision=precision,
                      show_progress=show_progress, desc=f"eval {split}")
-    return {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "model": recipe.model.name,
+    # The split's own name: "test" on a set without a test split reads its val split, named val.
+    return {"checkpoint": str(path), "split": splits[split].name, "epoch": ckpt["epoch"], "model": recipe.model.name,
             "precision": precision, "batch": settings.batch, "classes": classes, "skipped_images": loader.skipped,
             "recipe_hash": plan["recipe_hash"], "weights": weights,
             "tta": {"flip": tta_flip, "sizes": list(tta_sizes or [])}, "metrics": meter.compute()}

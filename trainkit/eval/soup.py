@@ -131,7 +131,7 @@ def soup_context(ckpt: dict, *, device: torch.device, bn_batches: int, need_val:
                  batch: int | None = None, workers: int | None = None) -> SoupContext:
     """Model and loaders from the first checkpoint's recipe (its val split, its training augmentation)."""
     from trainkit.data.loaders import LoaderSettings, make_loader
-    from trainkit.data.sources import open_source, resolve_splits
+    from trainkit.data.sources import open_source, resolve_splits, val_is_test
     from trainkit.eval.pipeline import model_from_checkpoint
     from trainkit.config.recipe import parse_recipe
 
@@ -140,7 +140,7 @@ def soup_context(ckpt: dict, *, device: torch.device, bn_batches: int, need_val:
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=data_root))
     source = open_source(recipe.data)
     splits = resolve_splits(recipe.data, source)
-    if need_val and recipe.data.holdout_fraction == 0 and "val" not in source.splits:
+    if need_val and val_is_test(splits):
         raise CheckpointError("soup: the recipe validates on test (data.holdout_fraction=0); a greedy soup must "
                               "choose on held-out training data, not on the split it reports")
     model = model_from_checkpoint(ckpt, Path("soup")).to(device)

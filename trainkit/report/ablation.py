@@ -1,5 +1,5 @@
 """Ablations: a base recipe plus an ordered list of deltas, each step trained cumulatively
-over several seeds, summarised as a Markdown table (top-1 mean ± std, gain per step, time).
+over several seeds, summarised as a Markdown table (val top-1 mean ± std, gain per step, time).
 
 ablate.py is the entry point; this module holds the pure parts (parsing, the
 cumulative plan, statistics, the table) so they are testable without training.
@@ -48,7 +48,7 @@ def cumulative(base: list[str], steps: list[Step]) -> list[tuple[Step, list[str]
 @dataclass
 class StepResult:
     step: Step
-    top1: list[float] = field(default_factory=list)       # per seed, %
+    top1: list[float] = field(default_factory=list)       # val top-1 per seed, %
     train_s: list[float] = field(default_factory=list)    # training loop time per seed
     wall_s: list[float] = field(default_factory=list)     # whole process (data, eval, start-up) per seed
     failed: list[str] = field(default_factory=list)
@@ -76,7 +76,7 @@ def markdown_table(results: list[StepResult], *, seeds: list[int], header: str =
     """One row per cumulative step: top-1 mean ± sample std over seeds, gain vs previous
     step and vs baseline (percentage points), mean training and wall time per run."""
     lines = [header, ""] if header else []
-    lines += ["| # | step | adds | top-1 % (mean ± std) | gain vs prev | gain vs base | seeds | train s | wall s |",
+    lines += ["| # | step | adds | val top-1 % (mean ± std) | gain vs prev | gain vs base | seeds | train s | wall s |",
               "|---|---|---|---|---|---|---|---|---|"]
     base = results[0].mean if results else None
     prev = None

@@ -19,7 +19,7 @@ MISSING = "-"
 # numbers where smaller ranks first; other numbers sort descending (higher is better), text alphabetically
 ASCENDING = frozenset({"loss", "ece", "train_time_s", "peak_mem_mb", "params", "epochs"})
 
-CSV_COLUMNS = ("run", "dataset", "recipe", "recipe_hash", "model", "params", "epochs", "split", "top1", "top5",
+CSV_COLUMNS = ("run", "dataset", "recipe", "recipe_hash", "model", "params", "epochs", "split", "selected_on", "top1", "top5",
                "balanced_accuracy", "macro_f1", "loss", "ece", "samples", "train_time_s", "img_per_s", "peak_mem_mb", "hardware", "precision",
                "world_size", "torch", "timm", "git_commit", "path")
 

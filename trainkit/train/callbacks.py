@@ -66,10 +66,12 @@ class RunLogger:
 
 
 class Checkpointer:
-    """Keeps ``last.pt`` every epoch and ``best.pt`` when the chosen metric improves."""
+    """Keeps ``last.pt`` every epoch and ``best.pt`` when the chosen metric improves.
 
-    def __init__(self, run_dir: Path, metric: str, enabled: bool):
-        self.run_dir, self.metric, self.enabled = run_dir, metric, enabled
+    ``select=False`` (val is the test split): no best.pt, nothing is chosen on val."""
+
+    def __init__(self, run_dir: Path, metric: str, enabled: bool, select: bool = True):
+        self.run_dir, self.metric, self.enabled, self.select = run_dir, metric, enabled, select
         self.best_value: float | None = None
         self.best_epoch: int | None = None
 
@@ -81,7 +83,7 @@ class Checkpointer:
     def save(self, state: dict, val_metrics: dict | None) -> bool:
         """Write last.pt (and best.pt); return True when this epoch is the new best."""
         is_best = False
-        if val_metrics is not None:
+        if val_metrics is not None and self.select:
             value = val_metrics[self.metric]
             is_best = math.isfinite(value) and self.improved(value)
             if is_best:

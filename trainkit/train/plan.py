@@ -40,6 +40,8 @@ class Plan:
     val_samples: int
     test_samples: int
     in_memory: bool               # training data served by the in-memory fast path
+    selected_on: str = "val"      # what best.pt is chosen on: val, or last (val is the test split: no choice)
+    report_split: str = "test"    # the split the summary evaluates, named as it is (val without a test split)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -49,6 +51,15 @@ class Plan:
                 f"{self.accum_steps} = global batch {self.global_batch}; effective lr {self.lr:.4g}; "
                 f"{self.precision} on {self.device}; {self.steps_per_epoch} steps/epoch x {self.epochs} epochs; "
                 f"{'in-memory' if self.in_memory else 'per-sample'} data")
+
+    def selection_line(self) -> str:
+        """What the final figure is: which checkpoint, chosen on what, evaluated on which split."""
+        if self.selected_on == "last":
+            return ("selection: val is the test split (data.holdout_fraction=0), so nothing is chosen on it: "
+                    f"best-by-val is off and the last checkpoint is evaluated on {self.report_split} "
+                    "(selected_on: last)")
+        return (f"selection: best.pt is chosen on val; the summary evaluates it on {self.report_split}"
+                + (" (no test split: the figure is a val figure, labelled val)" if self.report_split == "val" else ""))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -76,7 +87,10 @@ def batch_split(recipe: Recipe, world: int) -> tuple[int, int]:
 
 
 def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: dict[str, int],
-              num_classes: int, in_chans: int, in_memory: bool) -> Plan:
+              num_classes: int, in_chans: int, in_memory: bool, val_is_test: bool = False,
+              report_split: str = "test") -> Plan:
+    """``val_is_test``: the val split is the test split (no selection on it); ``report_split``:
+    the name of the split the summary reports (see trainkit.data.sources.val_is_test)."""
     per_device, accum = batch_split(recipe, world)
     rt, sch = recipe.runtime, recipe.schedule
     micro = (split_sizes["train"] // world) // per_device if rt.drop_last else -(-(split_sizes["train"] // world) // per_device)
@@ -91,4 +105,5 @@ def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: 
         lr=scaled_lr(recipe.optim, recipe.train.global_batch), epochs=sch.epochs, steps_per_epoch=steps,
         total_steps=steps * sch.epochs, warmup_steps=round(sch.warmup_epochs * steps),
         num_classes=num_classes, in_chans=in_chans, train_samples=split_sizes["train"],
-        val_samples=split_sizes["val"], test_samples=split_sizes["test"], in_memory=in_memory)
+        val_samples=split_sizes["val"], test_samples=split_sizes["test"], in_memory=in_memory,
+        selected_on="last" if val_is_test else "val", report_split=report_split)

@@ -21,7 +21,7 @@ from trainkit.train.callbacks import Checkpointer, RunLogger, peak_memory_mb
 from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader, use_in_memory
-from trainkit.data.sources import Split, open_source, resolve_splits
+from trainkit.data.sources import Split, open_source, report_split, resolve_splits, val_is_test
 from trainkit.runtime.distributed import DistInfo, barrier, convert_sync_batchnorm
 from trainkit.train.ema import ModelEma
 from trainkit.train.engine import TrainStep, evaluate, train_one_epoch
@@ -103,7 +103,8 @@ def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device) -
         raise RecipeError(f"model.num_classes={num_classes} but the data set has {len(data.classes)} classes")
     in_memory = use_in_memory(recipe.data, data.splits["train"], size, data.in_chans, batched_supported(recipe.augment))
     return make_plan(recipe, device=device, world=dist.world, split_sizes={k: len(v) for k, v in data.splits.items()},
-                     num_classes=num_classes, in_chans=data.in_chans, in_memory=in_memory)
+                     num_classes=num_classes, in_chans=data.in_chans, in_memory=in_memory,
+                     val_is_test=val_is_test(data.splits), report_split=report_split(data.splits))
 
 
 INIT_FROM_DATA_IMAGES = 5000
@@ -200,7 +201,8 @@ class Trainer:
             self.step.after_step.append(self.ema.hook(self.model))
 
         self.logger = RunLogger(run_dir, enabled=dist.is_main)
-        self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main)
+        self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main,
+                                         select=plan.selected_on == "val")
         self.start_epoch = 0
         self.start_step_in_epoch = 0     # optimizer steps of start_epoch already done (mid-epoch resume)
         self.train_seconds = 0.0
@@ -304,16 +306,25 @@ class Trainer:
         return row
 
     def summarize(self, last_row: dict) -> dict:
-        """Evaluate the best checkpoint on the test split the way evaluate.py does; write summary.json."""
-        best = self.run_dir / ("best.pt" if (self.run_dir / "best.pt").exists() else "last.pt")
+        """Evaluate the chosen checkpoint on the report split the way evaluate.py does; write summary.json.
+
+        best.pt when it was chosen on val, else last.pt; the split is named as it is (``val`` for a
+        data set without a test split), with ``selected_on`` saying what chose the checkpoint."""
+        chosen = self.plan.selected_on == "val" and (self.run_dir / "best.pt").exists()
+        best = self.run_dir / ("best.pt" if chosen else "last.pt")
         report = evaluate_checkpoint(best, split="test", dist=self.dist, device=self.device,
                                      show_progress=self.show_progress)
         m = report["metrics"]
+        # The checkpoint's own val row (free: recorded when it was saved), for ranking on val only
+        # (ablations, sweeps). None when val is the test split: there is no separate val figure.
+        row = load_checkpoint(best).get("metrics") or {}
+        val_top1 = None if self.plan.selected_on == "last" else row.get(
+            "ema_val_top1" if report["weights"] == "ema" else "val_top1")
         summary = {
             "run": self.run_dir.name, "recipe": self.recipe_path or "", "recipe_hash": self.plan.recipe_hash,
             "dataset": self.data.description, "model": self.recipe.model.name, "params": self.params,
-            "epochs": self.plan.epochs, "split": "test", "checkpoint": best.name,
-            "weights": report["weights"],
+            "epochs": self.plan.epochs, "split": report["split"], "checkpoint": best.name,
+            "selected_on": self.plan.selected_on, "val_top1": val_top1, "weights": report["weights"],
             "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "ece": m["ece"], "samples": m["samples"],
             "balanced_accuracy": m["balanced_accuracy"], "macro_f1": m["macro_f1"],
             "per_class": per_class_table(report["classes"], m),
