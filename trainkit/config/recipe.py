@@ -87,10 +87,27 @@ DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
 
 
 @dataclass(frozen=True)
+class StreamCfg:
+    """data.format=webdataset: where downloaded shards are kept and how far the shuffle reaches.
+    cache_dir and cache_mb change where bytes live, never which samples a step sees."""
+    cache_dir: str | None = None          # URL roots only; null: ~/.cache/trainkit/shards/<hash of the URL>
+    cache_mb: int = 8192                  # bound on downloaded shards kept on local disk (LRU)
+    window_shards: int = 8                # training order: shards in a random order, samples shuffled
+                                          # within each run of this many shards (what must be local at once)
+
+    def check(self, key: str) -> None:
+        if self.cache_mb < 1 or self.window_shards < 1:
+            raise RecipeError(f"{key}.cache_mb and {key}.window_shards must be >= 1, "
+                              f"got {self.cache_mb} and {self.window_shards}")
+
+
+@dataclass(frozen=True)
 class DataCfg:
     name: Literal["imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist"] = "imagefolder"
     root: str | None = None               # imagefolder: folder with train/ and val/ or test/
-    format: Literal["files", "packed"] = "files"  # packed: root is a folder written by prepare.py
+    # packed: root is a folder written by prepare.py; webdataset: root is a folder or URL of tar
+    # shards written by prepare.py --format webdataset (trainkit/data/streaming.py)
+    format: Literal["files", "packed", "webdataset"] = "files"
     download: bool = False                # torchvision sets only; needs internet
     holdout_fraction: float = 0.1         # carved from train when there is no val split; 0: validate on test
     holdout_seed: int = 0
@@ -105,12 +122,13 @@ class DataCfg:
     limit_eval: int | None = None         # seeded subset of val/test
     train_size: int | None = None         # training resolution, px; null: eval.size
     eval: EvalCfg = field(default_factory=EvalCfg)
+    stream: StreamCfg = field(default_factory=StreamCfg)   # data.format=webdataset only
 
     def check(self, key: str) -> None:
         if self.name == "imagefolder" and not self.root:
             raise RecipeError(f"{key}.root: required for data.name=imagefolder (a folder with train/ and val/ or test/)")
-        if self.format == "packed" and (self.name != "imagefolder" or not self.root):
-            raise RecipeError(f"{key}.format: packed reads data.root (written by prepare.py) with "
+        if self.format != "files" and (self.name != "imagefolder" or not self.root):
+            raise RecipeError(f"{key}.format: {self.format} reads data.root (written by prepare.py) with "
                               f"data.name=imagefolder; got name={self.name!r}, root={self.root!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise RecipeError(f"{key}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")

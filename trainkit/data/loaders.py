@@ -14,6 +14,7 @@ how many epochs ran in this process, so a resumed run sees the same batches.
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -64,15 +65,19 @@ class EpochBatches:
     Train: a seeded permutation per epoch, or (``weights``) a seeded draw of ``n`` samples with
     replacement in proportion to the weights; both are one global order for all ranks, a function
     of (seed, epoch) only, sharded round-robin over ranks (truncated to a multiple of the world
-    size so ranks take equal steps). Eval: every index exactly once over all ranks, no padding, no
-    duplicates. ``set_epoch(epoch, start)`` skips ``start`` batches: a resumed epoch continues the
-    same order.
+    size so ranks take equal steps). With ``groups`` (the shard of each sample) the order is
+    shard-local: shards in a random order, samples shuffled within each run of ``window`` shards,
+    so only that many shards need to be local at once. Eval: every index exactly once over all
+    ranks, no padding, no duplicates. ``set_epoch(epoch, start)`` skips ``start`` batches: a
+    resumed epoch continues the same order.
     """
 
     def __init__(self, n: int, batch: int, *, train: bool, drop_last: bool, seed: int,
-                 rank: int = 0, world: int = 1, weights: torch.Tensor | None = None):
+                 rank: int = 0, world: int = 1, weights: torch.Tensor | None = None,
+                 groups: np.ndarray | None = None, window: int = 1):
         self.n, self.batch, self.train, self.drop_last = n, batch, train, drop_last
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+        self.groups, self.window = groups, window
         self.start = 0      # batches of this epoch already consumed (mid-epoch resume)
         self.weights = weights.double() if weights is not None and train else None
         if self.weights is not None and len(self.weights) != n:
@@ -89,11 +94,16 @@ class EpochBatches:
         gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -2))
         usable = self.n - self.n % self.world
         if self.weights is None:
-            idx = torch.randperm(self.n, generator=gen)[:usable][self.rank::self.world].tolist()
+            order = torch.randperm(self.n, generator=gen) if self.groups is None else \
+                shard_local_order(self.groups, self.window, sample_seed(self.seed, self.epoch, -2))
+            idx = order[:usable][self.rank::self.world].tolist()
             return idx, [sample_seed(self.seed, self.epoch, i) for i in idx]
         # With replacement an image can come twice in one epoch: its seed comes from its position in
         # the global draw (n + position, apart from the shuffle seeds), so the two copies differ.
         drawn = torch.multinomial(self.weights, self.n, replacement=True, generator=gen)
+        if self.groups is not None:     # the same draw, regrouped so that shards are read window by window
+            drawn = drawn[shard_local_order(self.groups[drawn.numpy()], self.window,
+                                            sample_seed(self.seed, self.epoch, -2))]
         positions = range(self.rank, usable, self.world)
         return drawn[:usable][self.rank::self.world].tolist(), \
             [sample_seed(self.seed, self.epoch, self.n + p) for p in positions]
@@ -116,13 +126,25 @@ class EpochBatches:
         return count - count % self.batch if self.drop_last else count
 
 
+def shard_local_order(groups: np.ndarray, window: int, seed: int) -> torch.Tensor:
+    """A permutation of ``range(len(groups))``: groups (shards) in a seeded random order,
+    samples shuffled within each run of ``window`` consecutive groups of that order."""
+    rng = np.random.default_rng(seed)
+    ids, group_of = np.unique(groups, return_inverse=True)
+    position = np.empty(len(ids), dtype=np.int64)
+    position[rng.permutation(len(ids))] = np.arange(len(ids))
+    block = position[group_of] // window
+    n = len(groups)
+    return torch.from_numpy(np.argsort(block * n + rng.permutation(n), kind="stable"))
+
+
 # ---------------------------------------------------------------- decoding
 
 def load_image(split: Split, index: int, chans: int) -> Image.Image:
     """Open one image of a split as grey or RGB (raises BAD_IMAGE_ERRORS for a bad file)."""
     if split.arrays is not None:
         return to_channels(Image.fromarray(split.arrays[index]), chans)
-    with Image.open(split.paths[index]) as img:
+    with Image.open(io.BytesIO(split.blobs[index]) if split.blobs is not None else split.paths[index]) as img:
         img.load()
         return to_channels(img, chans)
 
@@ -294,6 +316,13 @@ def _worker_source(dataset: SampleDataset, batches: EpochBatches, s: LoaderSetti
     return lambda: iter(loader)
 
 
+def shard_order(split: Split) -> dict:
+    """Streamed shards are read in a shard-local order (bounded cache); other splits in any order."""
+    if split.blobs is None or getattr(split.blobs, "groups", None) is None:
+        return {}
+    return {"groups": split.blobs.groups, "window": split.blobs.window}
+
+
 def use_in_memory(cfg: DataCfg, split: Split, size: int, chans: int, batched_ok: bool) -> bool:
     if cfg.in_memory is False or not batched_ok:
         if cfg.in_memory is True and not batched_ok:
@@ -366,7 +395,7 @@ def make_loader(split: Split, *, train: bool, data: DataCfg, augment: AugmentCfg
         loader.skipped = skipped
         return loader
     batches = EpochBatches(len(split), settings.batch, train=train, drop_last=settings.drop_last,
-                           seed=seed, rank=rank, world=world,
+                           seed=seed, rank=rank, world=world, **shard_order(split),
                            weights=class_sampling_weights(split.targets, data.sampler) if train else None)
     if resolution is not None:
         batches = SizedBatches(batches, resolution)

@@ -1,8 +1,8 @@
 """Data sources: where the images of each split come from.
 
 A source returns :class:`Split` objects that hold either decoded uint8 arrays
-(torchvision's CIFAR/MNIST files, Debian's Fashion-MNIST package) or file paths
-(an ImageFolder tree). Everything downstream (per-sample or in-memory loaders)
+(torchvision's CIFAR/MNIST files, Debian's Fashion-MNIST package), file paths
+(an ImageFolder tree) or encoded bytes read by index (webdataset shards). Everything downstream (per-sample or in-memory loaders)
 works from a Split, so both serving paths read the same recipe keys.
 """
 
@@ -15,7 +15,7 @@ import struct
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,12 +32,15 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a data set: labels plus either uint8 arrays or file paths."""
+    """One split of a data set: labels plus uint8 arrays, file paths or encoded blobs."""
     name: str
     classes: tuple[str, ...]
     targets: np.ndarray                   # int64 [N]
     arrays: np.ndarray | None = None      # uint8 [N, H, W] or [N, H, W, C]
     paths: tuple[str, ...] | None = None
+    # encoded images by index: blobs[i] -> bytes, blobs[index_array] -> a lazy view, blobs.groups
+    # (int [N], the shard of each sample, for a shard-local training order); see data/streaming.py
+    blobs: Any = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -50,10 +53,13 @@ class Split:
             targets=self.targets[indices],
             arrays=None if self.arrays is None else self.arrays[indices],
             paths=None if self.paths is None else tuple(self.paths[i] for i in indices),
+            blobs=None if self.blobs is None else self.blobs[indices],
         )
 
     def describe(self, index: int) -> str:
-        return self.paths[index] if self.paths is not None else f"{self.name}[{index}]"
+        if self.paths is not None:
+            return self.paths[index]
+        return self.blobs.describe(index) if self.blobs is not None else f"{self.name}[{index}]"
 
 
 @dataclass(frozen=True)
@@ -294,4 +300,9 @@ def open_source(cfg: DataCfg) -> DataSource:
         from trainkit.data.packed import open_packed   # late: packed builds on this module
 
         return open_packed(cfg.root)
+    if cfg.format == "webdataset":
+        from trainkit.data.streaming import open_shards   # late: streaming builds on this module
+
+        return open_shards(cfg.root, cache_dir=cfg.stream.cache_dir, cache_mb=cfg.stream.cache_mb,
+                           window_shards=cfg.stream.window_shards, on_corrupt=cfg.on_corrupt)
     return SOURCES.get(cfg.name)(cfg)
