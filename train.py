@@ -81,7 +81,9 @@ def main() -> int:
             torch.set_num_threads(recipe.runtime.threads)
         seed_everything(recipe.train.seed, recipe.train.deterministic, device, recipe.runtime.cudnn_benchmark)
         data = prepare_data(recipe)
-        plan = plan_for(recipe, data, dist, device)
+        # A resumed run keeps the precision and layout its checkpoint was trained with.
+        saved_plan = load_checkpoint(ckpt_path)["plan"] if ckpt_path is not None else None
+        plan = plan_for(recipe, data, dist, device, saved_plan=saved_plan, probe=not args.print_only)
         if args.print_only:
             print(recipe_yaml(recipe), end="")
             print("# plan (derived, not part of the recipe)")
@@ -98,6 +100,7 @@ def main() -> int:
                  plan.val_samples, plan.test_samples, plan.num_classes)
         log.info("%s", plan.summary_line())
         log.info("%s", plan.selection_line())
+        log.info("%s", plan.numerics_line())
         log.info("run folder: %s", run_dir)
         trainer = Trainer(recipe, plan, data, dist, device, run_dir, args.recipe)
         if ckpt_path is not None:

@@ -204,10 +204,10 @@ def test_plan_rejects_a_batch_that_does_not_divide():
         batch_split(recipe("runtime.per_device_batch=48"), 1)
 
 
-def test_amp_resolves_per_device():
+def test_plan_leaves_amp_to_the_start_up_probe():
     plan = make_plan(recipe("train.precision=amp"), device=CPU, world=1,
                      split_sizes={"train": 1000, "val": 1, "test": 1}, num_classes=10, in_chans=1, in_memory=True)
-    assert plan.precision == "bf16"
+    assert (plan.precision, plan.numerics_source) == ("amp", "")   # decided at start-up (trainkit.train.numerics)
 
 
 def test_recipe_is_not_mutated_by_planning():

@@ -344,7 +344,9 @@ class ScheduleCfg:
 @dataclass(frozen=True)
 class TrainCfg:
     global_batch: int = 256               # images per optimizer step, over all processes
-    precision: Literal["fp32", "bf16", "fp16", "amp"] = "fp32"  # amp: fp16 on CUDA, bf16 on CPU
+    # amp: fp16 + GradScaler on CUDA; on a CPU the faster of bf16 and fp32, by a start-up probe
+    # (trainkit.train.numerics); the hash keeps "amp", plan.json and summary.json the decision.
+    precision: Literal["fp32", "bf16", "fp16", "amp"] = "fp32"
     seed: int = 0
     deterministic: bool = False           # bit-reproducible runs (slower kernels on CUDA)
     eval_every_epochs: int = 1
@@ -462,7 +464,7 @@ class RuntimeCfg:
     prefetch_factor: int = 2
     persistent_workers: bool = True
     drop_last: bool = True                # drop the last incomplete training batch
-    channels_last: bool = False
+    channels_last: bool | Literal["auto"] = False   # auto: decided by the start-up probe (see train.precision)
     compile: bool = False                 # torch.compile the model
     sync_batchnorm: bool = False          # DDP: BatchNorm statistics over all processes
     cudnn_benchmark: bool = True          # CUDA only; off when train.deterministic

@@ -70,14 +70,15 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", dist: DistInfo
                               f"({len(classes)} vs {len(ckpt['classes'])} classes)")
     weights = pick_weights(ckpt, weights, path)
     model = model_from_checkpoint(ckpt, path, weights).to(device)
-    if rt.channels_last:
+    channels_last = plan.get("channels_last", rt.channels_last is True)   # the layout the run used
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     settings = LoaderSettings.from_runtime(rt, batch or plan["eval_batch"], device, train=False)
     if workers is not None:
         settings = dataclasses.replace(settings, workers=workers)
     loader = make_loader(splits[split], train=False, data=recipe.data, augment=recipe.augment, settings=settings,
                          chans=ckpt["in_chans"], device=device, seed=recipe.train.seed,
-                         channels_last=rt.channels_last, rank=dist.rank, world=dist.world)
+                         channels_last=channels_last, rank=dist.rank, world=dist.world)
     precision = precision or plan["precision"]
     if tta_flip or tta_sizes:
         model = TTA(model, tta_sizes, flip=tta_flip)

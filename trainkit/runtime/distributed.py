@@ -80,6 +80,15 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def broadcast_from_main(obj):
+    """Rank 0's ``obj`` on every rank (any picklable value); ``obj`` itself when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def agree_any(flags: list[bool], device: torch.device) -> list[bool]:
     """For each flag, whether it is set on any rank (one tiny all-reduce; local values when not distributed).
 

@@ -24,7 +24,7 @@ class Plan:
     recipe_hash: str
     device: str
     world_size: int
-    precision: str                # fp32 | bf16 | fp16 (``amp`` resolved for the device)
+    precision: str                # fp32 | bf16 | fp16 as decided (trainkit.train.numerics); amp: not yet decided
     global_batch: int
     per_device_batch: int
     accum_steps: int
@@ -42,6 +42,15 @@ class Plan:
     in_memory: bool               # training data served by the in-memory fast path
     selected_on: str = "val"      # what best.pt is chosen on: val, or last (val is the test split: no choice)
     report_split: str = "test"    # the split the summary evaluates, named as it is (val without a test split)
+    precision_requested: str = "" # train.precision as the recipe says it (amp: decided at start-up)
+    channels_last: bool = False   # the memory format used (runtime.channels_last, or the probe's choice)
+    numerics_source: str = ""     # recipe | device | probe | checkpoint; "" while undecided (--print)
+    numerics_probe: dict | None = None   # "<precision> <layout>": bare-step img/s the probe measured
+
+    def with_numerics(self, numerics) -> "Plan":
+        """This plan with the run's decided precision and memory format (a ``Numerics``)."""
+        return dataclasses.replace(self, precision=numerics.precision, channels_last=numerics.channels_last,
+                                   numerics_source=numerics.source, numerics_probe=numerics.probe)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -61,14 +70,18 @@ class Plan:
         return (f"selection: best.pt is chosen on val; the summary evaluates it on {self.report_split}"
                 + (" (no test split: the figure is a val figure, labelled val)" if self.report_split == "val" else ""))
 
+    def numerics_line(self) -> str:
+        layout = "channels_last" if self.channels_last else "contiguous"
+        if not self.numerics_source:
+            return f"numerics: train.precision={self.precision_requested} decided by a probe at start-up"
+        text = (f"numerics: {self.precision}, {layout} ({self.numerics_source}; "
+                f"train.precision={self.precision_requested})")
+        if self.numerics_probe:
+            text += "; probe, bare-step img/s: " + ", ".join(f"{k} {v:.0f}" for k, v in self.numerics_probe.items())
+        return text
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "amp":
-        return "fp16" if device.type == "cuda" else "bf16"
-    return precision
 
 
 def batch_split(recipe: Recipe, world: int) -> tuple[int, int]:
@@ -100,7 +113,8 @@ def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: 
                           f"({split_sizes['train']} images); lower it or set runtime.drop_last=false")
     return Plan(
         recipe_hash=recipe_hash(recipe), device=str(device), world_size=world,
-        precision=resolve_precision(recipe.train.precision, device), global_batch=recipe.train.global_batch,
+        precision=recipe.train.precision, precision_requested=recipe.train.precision,
+        channels_last=recipe.runtime.channels_last is True, global_batch=recipe.train.global_batch,
         per_device_batch=per_device, accum_steps=accum, eval_batch=rt.eval_batch or 2 * per_device,
         lr=scaled_lr(recipe.optim, recipe.train.global_batch), epochs=sch.epochs, steps_per_epoch=steps,
         total_steps=steps * sch.epochs, warmup_steps=round(sch.warmup_epochs * steps),

@@ -33,6 +33,7 @@ from trainkit.train.losses import build_loss
 from trainkit.data.mixup import Mixup
 from trainkit.models.build import build_model, count_params
 from trainkit.train.optim import build_optimizer, build_scheduler
+from trainkit.train.numerics import decide, decide_for_run
 from trainkit.train.plan import Plan, make_plan
 from trainkit.config.recipe import Recipe, recipe_dict, recipe_hash, recipe_yaml
 from trainkit.data.transforms import batched_supported
@@ -95,16 +96,26 @@ def prepare_data(recipe: Recipe) -> Data:
     return Data(splits, splits["train"].classes, in_chans, source.description)
 
 
-def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device) -> Plan:
+def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device, *, saved_plan: dict | None = None,
+             probe: bool = True) -> Plan:
+    """The run's plan with its numerics decided (trainkit.train.numerics): ``saved_plan`` (a resumed
+    checkpoint's) keeps its decision; ``probe=False`` (``--print``) leaves a probe's choice undecided."""
     ev = recipe.data.eval
     size = recipe.data.train_size or ev.size
     num_classes = recipe.model.num_classes or len(data.classes)
     if num_classes != len(data.classes):
         raise RecipeError(f"model.num_classes={num_classes} but the data set has {len(data.classes)} classes")
     in_memory = use_in_memory(recipe.data, data.splits["train"], size, data.in_chans, batched_supported(recipe.augment))
-    return make_plan(recipe, device=device, world=dist.world, split_sizes={k: len(v) for k, v in data.splits.items()},
+    plan = make_plan(recipe, device=device, world=dist.world, split_sizes={k: len(v) for k, v in data.splits.items()},
                      num_classes=num_classes, in_chans=data.in_chans, in_memory=in_memory,
                      val_is_test=val_is_test(data.splits), report_split=report_split(data.splits))
+    if probe:
+        numerics = decide_for_run(recipe, device, batch=plan.per_device_batch, num_classes=num_classes,
+                                  in_chans=data.in_chans, run_steps=plan.total_steps * plan.accum_steps,
+                                  saved=saved_plan, is_main=dist.is_main)
+    else:
+        numerics = decide(recipe, device, saved=saved_plan, run_steps=plan.total_steps * plan.accum_steps)
+    return plan if numerics is None else plan.with_numerics(numerics)
 
 
 INIT_FROM_DATA_IMAGES = 5000
@@ -155,10 +166,10 @@ class Trainer:
         if dist.enabled and rt.sync_batchnorm:
             self.model = convert_sync_batchnorm(self.model, device)
         self.model = self.model.to(device)
-        if rt.channels_last:
+        if plan.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         common = dict(data=recipe.data, augment=recipe.augment, chans=plan.in_chans, device=device,
-                      seed=recipe.train.seed, channels_last=rt.channels_last, rank=dist.rank, world=dist.world)
+                      seed=recipe.train.seed, channels_last=plan.channels_last, rank=dist.rank, world=dist.world)
         mix = Mixup(recipe.mixup, plan.num_classes) if recipe.mixup.active else None
         self.train_loader = make_loader(data.splits["train"], train=True,
                                         settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
@@ -334,6 +345,8 @@ class Trainer:
             "img_per_s": last_row.get("train_img_per_s"),
             "peak_mem_mb": peak_memory_mb(self.device), "hardware": hardware_description(self.device),
             "world_size": self.dist.world, "precision": self.plan.precision,
+            "precision_requested": self.plan.precision_requested, "channels_last": self.plan.channels_last,
+            "numerics_source": self.plan.numerics_source, "numerics_probe": self.plan.numerics_probe,
             "torch": str(torch.__version__), "timm": str(timm.__version__), "git_commit": git_commit(),
             "skipped_images": last_row.get("skipped_images", 0),
         }
