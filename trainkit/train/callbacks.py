@@ -27,6 +27,11 @@ def peak_memory_mb(device: torch.device) -> float:
         return float("nan")
 
 
+class StopTraining(Exception):
+    """Raised by a ``Trainer.epoch_end`` callback: fit() ends after the epoch just saved (its
+    checkpoints and metrics are written), e.g. a sweep trial the pruner stopped. The message says why."""
+
+
 class RunLogger:
     """Writes TensorBoard events and one JSON line + one CSV row per epoch (rank 0 only)."""
 

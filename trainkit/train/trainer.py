@@ -11,13 +11,14 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import timm
 import torch
 
 from trainkit import __version__
-from trainkit.train.callbacks import Checkpointer, RunLogger, peak_memory_mb
+from trainkit.train.callbacks import Checkpointer, RunLogger, StopTraining, peak_memory_mb
 from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader, use_in_memory
@@ -217,6 +218,10 @@ class Trainer:
         self.start_epoch = 0
         self.start_step_in_epoch = 0     # optimizer steps of start_epoch already done (mid-epoch resume)
         self.train_seconds = 0.0
+        # Called with each epoch's row once that epoch is saved and logged; one may raise StopTraining
+        # (a sweep's pruner does). Features that watch epochs go here, not into the loop.
+        self.epoch_end: list[Callable[[dict], None]] = []
+        self.stopped_early: str | None = None   # StopTraining's message when a callback ended the run
 
     # ------------------------------------------------------------ state
 
@@ -266,6 +271,13 @@ class Trainer:
         with StopOnSigterm(lambda: setattr(self.step, "stop_requested", True)):
             for epoch in range(self.start_epoch, self.plan.epochs):
                 last_row = self.fit_epoch(epoch) or last_row
+                try:
+                    for callback in self.epoch_end:
+                        callback(last_row)
+                except StopTraining as stop:
+                    self.stopped_early = str(stop) or "stopped by a callback"
+                    log.info("stopped after epoch %d of %d: %s", epoch + 1, self.plan.epochs, self.stopped_early)
+                    break
         barrier()
         return last_row
 

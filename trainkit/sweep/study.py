@@ -1,0 +1,242 @@
+"""The study: its database, trials that died with a killed sweep, and running one trial as a process.
+
+A trial's state lives in the Optuna database (SQLite under runs/ by default, or any SQLAlchemy
+URL Optuna supports), so a sweep killed at any moment continues when the same command runs
+again. A trial that was running when its sweep died is marked FAIL and re-queued once with the
+same parameters (Optuna's RetryHeartbeatStaleTrialCallback): it is neither lost nor counted twice, since
+the budget (--trials) counts finished trials minus the failed ones that were retried.
+
+Dead trials are found two ways: on this machine at once, by the pid (and start time) of the sweep
+that ran them; on other machines sharing the study, by Optuna's heartbeat (a trial whose sweep has
+not written a heartbeat for GRACE_S seconds is failed and retried by whichever sweep looks next).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from trainkit.config.schema import RecipeError
+from trainkit.sweep.space import Dimension, override
+
+log = logging.getLogger("trainkit")
+
+HEARTBEAT_S = 20        # how often a running trial's sweep writes "still alive"
+GRACE_S = 120           # no heartbeat for this long: the trial's sweep is gone (other machines)
+MAX_RETRY = 2           # an interrupted trial is re-run at most this often
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class TrialFailed(Exception):
+    """A trial's training process exited with an error; the trial is recorded as FAIL."""
+
+
+def default_storage(out_dir: Path) -> str:
+    return f"sqlite:///{out_dir / 'study.db'}"
+
+
+def open_storage(url: str) -> RDBStorage:
+    kwargs = {}
+    if url.startswith("sqlite"):
+        # Several sweep threads (--jobs) write to one file; wait for the lock rather than fail.
+        kwargs = {"connect_args": {"timeout": 60}}
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    except (ImportError, ValueError) as err:
+        raise RecipeError(f"--storage {url}: {' '.join(str(err).split())}") from None
+    except Exception as err:  # noqa: BLE001 -- drivers raise their own types; any of them is one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RecipeError(f"--storage {url}: cannot open the database: {first}") from None
+
+
+def check_same_sweep(study: optuna.Study, identity: dict) -> None:
+    """A study continues only under the command that started it (recipe, overrides, space, metric)."""
+    saved = study.user_attrs.get("sweep")
+    if saved is None:
+        study.set_user_attr("sweep", identity)
+        return
+    for key, value in identity.items():
+        if saved.get(key) != value:
+            raise RecipeError(f"study {study.study_name!r} was started with another {key} "
+                              f"({json.dumps(saved.get(key))} vs {json.dumps(value)}); "
+                              f"run the same command to continue it, or name a new one with --study")
+
+
+# ------------------------------------------------------------------ dead and retried trials
+
+def process_start(pid: int) -> str | None:
+    """Start time of a live process (Linux /proc), so a reused pid is not mistaken for our sweep."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials started by a sweep on this host that is no longer alive: FAIL and re-queue them."""
+    storage, host, failed = study._storage, socket.gethostname(), []
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") != host or "sweep_pid" not in attrs:
+            continue    # another machine's: the heartbeat decides
+        if process_start(attrs["sweep_pid"]) == attrs.get("sweep_start"):
+            continue    # a sweep still running it (another process on this machine)
+        try:
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue    # another process got there first
+        retry(study, storage.get_trial(trial._trial_id))
+        failed.append(trial.number)
+    return failed
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> dict[int, int]:
+    """{failed trial number: number of the trial that re-ran its parameters}."""
+    out = {}
+    for t in trials:
+        history = t.system_attrs.get("retry_history") or []
+        if history:
+            out[history[-1]] = t.number
+    return out
+
+
+def counted(trials: list[FrozenTrial]) -> int:
+    """Trials that used up the budget: finished ones, except failures that were re-run."""
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.state in FINISHED and t.number not in retried)
+
+
+class StopAtBudget:
+    """Optuna callback: stop this sweep once the study holds ``n`` counted trials (all machines)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if counted(study.get_trials(deepcopy=False)) >= self.n:
+            study.stop()
+
+
+# ------------------------------------------------------------------ one trial = one process
+
+@dataclass
+class Slots:
+    """--jobs K: K trials at once, each with cpu_threads threads and, with GPUs, one GPU each."""
+    jobs: int
+    cpu_threads: int
+    gpus: list[str]
+
+    def __post_init__(self):
+        self.free: queue.Queue[int] = queue.Queue()
+        for i in range(self.jobs):
+            self.free.put(i)
+
+    @classmethod
+    def detect(cls, jobs: int) -> Slots:
+        import torch  # late: only to count GPUs; trainkit imports it anyway
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        gpus: list[str] = []
+        if torch.cuda.is_available():
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        return cls(jobs, max(1, cpus // jobs), gpus)
+
+
+@dataclass
+class TrialRunner:
+    """The Optuna objective: a training process per trial, its val values fed to the pruner."""
+    recipe: str
+    overrides: list[str]
+    space: list[Dimension]
+    trials_dir: Path
+    slots: Slots
+    metric: str
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = {dim.key: dim.suggest(trial) for dim in self.space}
+        name = f"trial-{trial.number:04d}"
+        run_dir = self.trials_dir / name
+        for key, value in (("run_dir", str(run_dir)), ("host", socket.gethostname()), ("sweep_pid", os.getpid()),
+                           ("sweep_start", process_start(os.getpid()))):
+            trial.set_user_attr(key, value)
+        slot = self.slots.free.get()
+        try:
+            return self.run(trial, params, run_dir, slot)
+        finally:
+            self.slots.free.put(slot)
+
+    def command(self, params: dict, run_dir: Path, report_fd: int) -> list[str]:
+        runtime = [f"runtime.out_dir={run_dir.parent}", f"runtime.run_name={run_dir.name}", "runtime.progress=false"]
+        if not any(o.startswith("runtime.threads=") for o in self.overrides):
+            runtime.append(f"runtime.threads={self.slots.cpu_threads}")
+        return [sys.executable, "-m", "trainkit.sweep.worker", self.recipe, *self.overrides,
+                *(override(k, v) for k, v in params.items()), *runtime, "--report-fd", str(report_fd)]
+
+    def run(self, trial: optuna.Trial, params: dict, run_dir: Path, slot: int) -> float:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TRAINKIT_SWEEP_PID": str(os.getpid())}
+        if self.slots.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.slots.gpus[slot % len(self.slots.gpus)]
+        read_fd, write_fd = os.pipe()
+        start = time.perf_counter()
+        with open(run_dir / "console.log", "ab") as console:
+            proc = subprocess.Popen(self.command(params, run_dir, write_fd), stdin=subprocess.PIPE,
+                                    stdout=console, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,
+                                    cwd=Path.cwd(), text=True)
+            os.close(write_fd)
+            trial.set_user_attr("worker_pid", proc.pid)
+            pruned_at = self.follow(trial, proc, read_fd)
+            code = proc.wait()
+        wall = time.perf_counter() - start
+        trial.set_user_attr("wall_s", round(wall, 1))
+        result_path = run_dir / "trial.json"
+        if code != 0 or not result_path.exists():
+            lines = (run_dir / "console.log").read_text(errors="replace").strip().splitlines()
+            last = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
+            trial.set_user_attr("error", last[:300])
+            raise TrialFailed(f"trial {trial.number}: exit status {code}: {last}")
+        result = json.loads(result_path.read_text())
+        for key in ("value", "best_epoch", "epochs_run", "train_time_s"):
+            trial.set_user_attr(key, result[key])
+        if pruned_at is not None:
+            raise optuna.TrialPruned(f"at epoch {pruned_at}")
+        if result["value"] is None:
+            raise TrialFailed(f"trial {trial.number}: no finite val {self.metric} in any epoch")
+        return float(result["value"])
+
+    @staticmethod
+    def follow(trial: optuna.Trial, proc: subprocess.Popen, read_fd: int) -> int | None:
+        """Feed each epoch's val value to the pruner and answer the worker; the epoch it was pruned at."""
+        pruned_at = None
+        with os.fdopen(read_fd) as reports:
+            for line in reports:
+                row = json.loads(line)
+                trial.report(row["value"], row["epoch"])
+                prune = pruned_at is None and trial.should_prune()
+                if prune:
+                    pruned_at = row["epoch"]
+                try:
+                    proc.stdin.write("prune\n" if prune else "go\n")
+                    proc.stdin.flush()
+                except BrokenPipeError:
+                    break
+        proc.stdin.close()
+        return pruned_at

@@ -1,0 +1,128 @@
+"""One sweep trial in its own process: ``python -m trainkit.sweep.worker RECIPE key=value ... --report-fd N``.
+
+A separate process per trial (rather than a thread of the sweep) because a trial then owns its
+torch thread count and device, a crash or an out-of-memory kill takes one trial and not the study,
+and killing the sweep kills its trials with it (PR_SET_PDEATHSIG), so a restarted sweep never
+races an orphan still writing into a run folder.
+
+Training goes through the trainer's public API as train.py does, with one addition: an epoch-end
+callback writes the selection metric (a val metric, never test) to the report pipe and reads the
+sweep's answer, ``go`` or ``prune``, on stdin. No test evaluation happens here: the trial
+writes ``trial.json`` with its best val value, and test is evaluated only by ``sweep.py --final-test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+from trainkit.cli import log_to_file, one_line_errors, setup_logging
+from trainkit.config.recipe import load_recipe
+from trainkit.config.schema import RecipeError
+from trainkit.runtime.distributed import init_distributed
+from trainkit.train.callbacks import StopTraining
+from trainkit.train.trainer import Data, Trainer, plan_for, prepare_data, seed_everything, write_run_header
+
+log = logging.getLogger("trainkit")
+PR_SET_PDEATHSIG = 1
+PRUNED = "pruned"
+
+
+def val_is_test(data: Data) -> bool:
+    """True when the val split the run selects on is the test split (data.holdout_fraction=0 on a
+    set with only train and test): selecting on it would report a number chosen on test."""
+    val, test = data.splits["val"], data.splits["test"]
+    return val is test or val.name == "test" or test.name == "val"
+
+
+def refuse_selection_on_test(data: Data) -> None:
+    if val_is_test(data):
+        raise RecipeError("the sweep selects on val, but this recipe's val split is the test split "
+                          "(data.holdout_fraction=0 and no val/ folder); set data.holdout_fraction > 0 "
+                          "or give the data a val split")
+
+
+def metric_key(metric: str) -> str:
+    """Checkpointer metric (top1, loss, ema_top1, ema_loss) -> its column in the epoch row."""
+    return f"ema_val_{metric[4:]}" if metric.startswith("ema_") else f"val_{metric}"
+
+
+class PruneReporter:
+    """Epoch-end callback: send {epoch, value} to the sweep, stop the run when it answers ``prune``."""
+
+    def __init__(self, metric: str, report, answers):
+        self.key, self.report, self.answers = metric_key(metric), report, answers
+
+    def __call__(self, row: dict) -> None:
+        if self.key not in row:       # no val evaluation this epoch (train.eval_every_epochs)
+            return
+        self.report.write(json.dumps({"epoch": row["epoch"], "value": row[self.key]}) + "\n")
+        self.report.flush()
+        answer = self.answers.readline().strip()
+        if answer == "prune":
+            raise StopTraining(f"pruned by the sweep at epoch {row['epoch']} ({self.key} {row[self.key]:.2f})")
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGKILL when the sweep process dies, however it dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return     # not Linux: an orphan finishes its trial into a folder nobody reads
+    parent = os.environ.get("TRAINKIT_SWEEP_PID")
+    if parent and os.getppid() != int(parent):     # the sweep died before prctl took effect
+        os._exit(1)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--report-fd", type=int, required=True, help="pipe for per-epoch val values")
+    return p.parse_args(argv)
+
+
+@one_line_errors
+def main() -> int:
+    die_with_parent()
+    args = parse_args(sys.argv[1:])
+    setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.runtime.run_name is None:
+        raise RecipeError("a sweep trial needs runtime.run_name (sweep.py sets it)")
+    dist, device = init_distributed(recipe.runtime.device)
+    if recipe.runtime.threads:
+        torch.set_num_threads(recipe.runtime.threads)
+    seed_everything(recipe.train.seed, recipe.train.deterministic, device, recipe.runtime.cudnn_benchmark)
+    data = prepare_data(recipe)
+    refuse_selection_on_test(data)
+    plan = plan_for(recipe, data, dist, device)
+    run_dir = Path(recipe.runtime.out_dir) / recipe.runtime.run_name
+    write_run_header(run_dir, recipe, plan)
+    log_to_file(run_dir / "train.log")
+    log.info("data: %s (train %d, val %d images)", data.description, plan.train_samples, plan.val_samples)
+    trainer = Trainer(recipe, plan, data, dist, device, run_dir, args.recipe)
+    with os.fdopen(args.report_fd, "w") as report:
+        trainer.epoch_end.append(PruneReporter(recipe.train.best_metric, report, sys.stdin))
+        last = trainer.fit()
+    trainer.logger.close()
+    ck = trainer.checkpointer
+    result = {"split": "val", "metric": ck.metric, "value": ck.best_value, "best_epoch": ck.best_epoch,
+              "epochs_run": last.get("epoch", 0), "epochs": plan.epochs, "state": PRUNED if trainer.stopped_early
+              else "complete", "train_time_s": trainer.train_seconds, "recipe_hash": plan.recipe_hash}
+    (run_dir / "trial.json").write_text(json.dumps(result, indent=2) + "\n")
+    log.info("trial %s: best val %s %.4f at epoch %s", result["state"], ck.metric, ck.best_value or float("nan"),
+             ck.best_epoch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
