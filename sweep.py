@@ -132,7 +132,7 @@ def main() -> int:
     storage = open_storage(storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                direction="maximize" if metric.endswith("top1") else "minimize",
+                                direction="minimize" if metric.endswith("loss") else "maximize",
                                 sampler=make_sampler(args.sampler, space, args.trials, args.jobs, args.seed),
                                 pruner=make_pruner(args.pruner, base.schedule.epochs, args.prune_startup_trials,
                                                    args.prune_warmup_epochs))
@@ -178,11 +178,11 @@ def main() -> int:
 
 def final_test(args: argparse.Namespace, study: optuna.Study, best_path: Path, out: Path) -> Path:
     if args.final_test == "eval":
-        return final_eval(study, out)
+        return final_eval(study, out, study.user_attrs["sweep"]["metric"])
     return final_retrain(args, best_path, out)
 
 
-def final_eval(study: optuna.Study, out: Path) -> Path:
+def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
     best = study.best_trial
     ckpt = Path(best.user_attrs["run_dir"]) / "best.pt"
     report = evaluate_checkpoint(ckpt, split="test", show_progress=False)
@@ -192,7 +192,7 @@ def final_eval(study: optuna.Study, out: Path) -> Path:
                                                     | {"top1": m["top1"], "top5": m["top5"], "loss": m["loss"]},
                                                     indent=2) + "\n")
     path.write_text(f"Final test of sweep `{study.study_name}` (after the search; never used to select):\n\n"
-                    f"| trial | checkpoint | val {best.user_attrs.get('value', ''):} (selected on) | "
+                    f"| trial | checkpoint | val {metric} (selected on) | "
                     f"test top-1 | test top-5 | test images |\n|---|---|---|---|---|---|\n"
                     f"| {best.number} | `{ckpt}` | {best.value:.2f} | {m['top1']:.2f} | {m['top5']:.2f} | "
                     f"{m['samples']} |\n")
