@@ -31,7 +31,7 @@ from trainkit.cli import one_line_errors, setup_logging
 from trainkit.config.recipe import load_recipe
 from trainkit.config.registry import Registry
 from trainkit.config.schema import RecipeError
-from trainkit.data.sources import open_source, resolve_splits
+from trainkit.data.sources import open_source, report_split, resolve_splits
 from trainkit.eval.pipeline import evaluate_checkpoint
 from trainkit.sweep.report import write_best_recipe, write_plots, write_tables
 from trainkit.sweep.space import check_space, grid_space, load_space
@@ -47,7 +47,6 @@ from trainkit.sweep.study import (
     open_storage,
 )
 from trainkit.sweep.worker import refuse_selection_on_test
-from trainkit.train.trainer import Data
 
 log = logging.getLogger("trainkit")
 ROOT = Path(__file__).resolve().parent
@@ -108,11 +107,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def check_val_split(recipe_path: str, overrides: list[str]) -> None:
-    """Refuse before any trial when val is the test split (reads the file lists only, no images)."""
+def check_splits(recipe_path: str, overrides: list[str], final_test: str | None) -> None:
+    """Before any trial (file lists only, no images): refuse when val is the test split, and a
+    final test on a data set whose report split is val, the split the sweep selects on."""
     recipe = load_recipe(recipe_path, overrides)
     splits = resolve_splits(recipe.data, open_source(recipe.data))
-    refuse_selection_on_test(Data(splits, (), 0, ""))
+    refuse_selection_on_test(splits)
+    if final_test and report_split(splits) != "test":
+        raise RecipeError("--final-test: this data set has no test split (its report split is val, which the "
+                          "sweep selects on); drop --final-test or give the data a test split")
 
 
 @one_line_errors
@@ -124,7 +127,7 @@ def main() -> int:
     space = load_space(args.space)
     check_space(space, args.recipe, args.overrides, args.space)
     base = load_recipe(args.recipe, args.overrides)
-    check_val_split(args.recipe, args.overrides)
+    check_splits(args.recipe, args.overrides, args.final_test)
     metric = base.train.best_metric
     name = args.study or f"{Path(args.recipe).stem}-{Path(args.space).stem}"
     out = args.out or Path("runs") / "sweeps" / name
@@ -156,7 +159,7 @@ def main() -> int:
         t = trial
         shown = f"val {metric} {t.user_attrs['value']:.2f}" if t.user_attrs.get("value") is not None else ""
         log.info("trial %d %s %s %s (%.0f s)", t.number, t.state.name.lower(), shown,
-                 " ".join(f"{k}={v}" for k, v in t.params.items()), t.user_attrs.get("wall_s", 0))
+                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()), t.user_attrs.get("wall_s", 0))
         write_tables(study, space, out, header, metric)   # after every trial: a killed sweep leaves a table
 
     if done < args.trials:
@@ -186,14 +189,14 @@ def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
     best = study.best_trial
     ckpt = Path(best.user_attrs["run_dir"]) / "best.pt"
     report = evaluate_checkpoint(ckpt, split="test", show_progress=False)
-    m = report["metrics"]
+    m, split = report["metrics"], report["split"]
     path = out / "final_test.md"
     (out / "final_test.json").write_text(json.dumps({k: v for k, v in report.items() if k != "metrics"}
                                                     | {"top1": m["top1"], "top5": m["top5"], "loss": m["loss"]},
                                                     indent=2) + "\n")
     path.write_text(f"Final test of sweep `{study.study_name}` (after the search; never used to select):\n\n"
                     f"| trial | checkpoint | val {metric} (selected on) | "
-                    f"test top-1 | test top-5 | test images |\n|---|---|---|---|---|---|\n"
+                    f"{split} top-1 | {split} top-5 | {split} images |\n|---|---|---|---|---|---|\n"
                     f"| {best.number} | `{ckpt}` | {best.value:.2f} | {m['top1']:.2f} | {m['top5']:.2f} | "
                     f"{m['samples']} |\n")
     return path
@@ -216,8 +219,9 @@ def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
     for seed in args.final_seeds:
         for label, recipe, overrides in (("base", args.recipe, args.overrides), ("best", str(best_path), [])):
             summary = train_for_test(recipe, overrides, seed, runs_dir, f"{label}-s{seed}")
-            results[label].append({"seed": seed, "val": summary["best_val"]["value"], "test": summary["top1"],
-                                   "train_s": summary["train_time_s"]})
+            # val_top1: the chosen checkpoint's own val row; top1: the report split (named in "split").
+            results[label].append({"seed": seed, "val": summary["val_top1"], "test": summary["top1"],
+                                   "split": summary["split"], "train_s": summary["train_time_s"]})
             log.info("final %s seed %d: val %.2f test %.2f", label, seed, results[label][-1]["val"],
                      results[label][-1]["test"])
     (out / "final_test.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -226,10 +230,11 @@ def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
         return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 \
             else f"{values[0]:.2f}"
 
+    split = results["best"][0]["split"]   # "test", or "val" for a data set without a test split
     lines = [(f"Best recipe (`{best_path}`) vs the base (`{args.recipe} {' '.join(args.overrides)}`), "
              f"each retrained with seeds {args.final_seeds}. Val: the split the sweep selected on. "
-             f"Test: reported apart, never used to select."), "",
-             "| recipe | val top-1 % | test top-1 % | per seed (val / test) | train s |", "|---|---|---|---|---|"]
+             f"{split.capitalize()}: reported apart, never used to select."), "",
+             f"| recipe | val top-1 % | {split} top-1 % | per seed (val / {split}) | train s |", "|---|---|---|---|---|"]
     for label in ("base", "best"):
         rows = results[label]
         seeds = ", ".join(f"s{r['seed']}: {r['val']:.2f} / {r['test']:.2f}" for r in rows)
@@ -237,7 +242,7 @@ def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
                      f"{statistics.fmean(r['train_s'] for r in rows):.0f} |")
     gain = {k: statistics.fmean(r[k] for r in results["best"]) - statistics.fmean(r[k] for r in results["base"])
             for k in ("val", "test")}
-    lines += ["", (f"Gain of best over base: val {gain['val']:+.2f} points, test {gain['test']:+.2f} points "
+    lines += ["", (f"Gain of best over base: val {gain['val']:+.2f} points, {split} {gain['test']:+.2f} points "
                   f"(means over {len(args.final_seeds)} seeds).")]
     path = out / "final_test.md"
     path.write_text("\n".join(lines) + "\n")

@@ -27,24 +27,20 @@ import torch
 from trainkit.cli import log_to_file, one_line_errors, setup_logging
 from trainkit.config.recipe import load_recipe
 from trainkit.config.schema import RecipeError
+from trainkit.data.sources import Split, val_is_test
 from trainkit.runtime.distributed import init_distributed
 from trainkit.train.callbacks import StopTraining
-from trainkit.train.trainer import Data, Trainer, plan_for, prepare_data, seed_everything, write_run_header
+from trainkit.train.trainer import Trainer, plan_for, prepare_data, seed_everything, write_run_header
 
 log = logging.getLogger("trainkit")
 PR_SET_PDEATHSIG = 1
 PRUNED = "pruned"
 
 
-def val_is_test(data: Data) -> bool:
-    """True when the val split the run selects on is the test split (data.holdout_fraction=0 on a
-    set with only train and test): selecting on it would report a number chosen on test."""
-    val, test = data.splits["val"], data.splits["test"]
-    return val is test or val.name == "test" or test.name == "val"
-
-
-def refuse_selection_on_test(data: Data) -> None:
-    if val_is_test(data):
+def refuse_selection_on_test(splits: dict[str, Split]) -> None:
+    """The sweep selects on val; when val is the test split (data.holdout_fraction=0 on a set with
+    only train and test) that would report a number chosen on test."""
+    if val_is_test(splits):
         raise RecipeError("the sweep selects on val, but this recipe's val split is the test split "
                           "(data.holdout_fraction=0 and no val/ folder); set data.holdout_fraction > 0 "
                           "or give the data a val split")
@@ -103,7 +99,7 @@ def main() -> int:
         torch.set_num_threads(recipe.runtime.threads)
     seed_everything(recipe.train.seed, recipe.train.deterministic, device, recipe.runtime.cudnn_benchmark)
     data = prepare_data(recipe)
-    refuse_selection_on_test(data)
+    refuse_selection_on_test(data.splits)
     plan = plan_for(recipe, data, dist, device)
     run_dir = Path(recipe.runtime.out_dir) / recipe.runtime.run_name
     write_run_header(run_dir, recipe, plan)
