@@ -1,12 +1,48 @@
-"""Comparison charts of finished runs (matplotlib, no torch): accuracy vs training time, and the
-training curves of several runs side by side. Inputs are the rows of :func:`trainkit.report.table.collect`."""
+"""Comparison charts of finished runs (matplotlib, no torch), one file per data set and split.
+
+Inputs are table rows (:func:`trainkit.report.table.collect`, optionally annotated and grouped by
+:mod:`trainkit.report.records`). Every row gets the number it has in the Markdown table, a colour and
+a marker of its own; points carry only that number and a legend beside the axes spells it out, so
+labels never print over each other whatever the number of runs.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from pathlib import Path
 
-from trainkit.report.table import _is_number
+from trainkit.report.table import _is_number, by_dataset, format_variant
+
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")   # matplotlib's tab10
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def style(number: int) -> dict:
+    """Colour and marker of table row ``number`` (1-based): 80 distinct pairs, neighbours differ in both."""
+    i = number - 1
+    return {"color": COLOURS[i % len(COLOURS)], "marker": MARKERS[(i + i // len(COLOURS)) % len(MARKERS)]}
+
+
+def legend_label(row: dict, width: int = 48) -> str:
+    """``3. quickstart: optim.lr=0.05 (n=2)``, wrapped to ``width`` characters."""
+    recipe = Path(str(row.get("recipe") or "?")).stem
+    variant = format_variant(row)
+    text = f"{row['number']}. {recipe}" + ("" if variant == "-" else f": {variant}")
+    if (row.get("n") or 1) > 1:
+        text += f" (n={row['n']})"
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent="    ", break_on_hyphens=False))
+
+
+def dataset_slug(name: str) -> str:
+    """A short file-name part for a data set: ``Fashion-MNIST (Debian ...)`` -> ``fashion-mnist``,
+    ``ImageFolder /x/cifar10-jpeg`` -> ``cifar10-jpeg``."""
+    head = name.split(" (", 1)[0]
+    if head.startswith("ImageFolder "):
+        head = Path(head.removeprefix("ImageFolder ").rstrip("/")).name
+    return re.sub(r"[^a-z0-9]+", "-", head.lower()).strip("-") or "dataset"
 
 
 def _figure(width_in: float, height_in: float):
@@ -19,20 +55,37 @@ def _figure(width_in: float, height_in: float):
     return fig
 
 
-def accuracy_vs_time_png(rows: list[dict], path: Path) -> Path:
-    """Test top-1 (%) against training time (minutes), one point per run, labelled with its name."""
-    fig = _figure(7, 4.5)
+def _finish(fig, axes, path: Path) -> Path:
+    handles, labels = axes[-1].get_legend_handles_labels()
+    if handles:   # beside the axes, never over the points
+        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False,
+                   borderaxespad=0.5)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def accuracy_vs_time_png(rows: list[dict], path: Path, *, dataset: str, split: str) -> Path:
+    """Top-1 on ``split`` (%) against training time (minutes): one numbered point per row, the seed
+    standard deviation as an error bar for grouped rows."""
+    fig = _figure(6.5, 4.2)
     ax = fig.add_subplot()
     for row in rows:
-        if _is_number(row.get("top1")) and _is_number(row.get("train_time_s")):
-            ax.scatter(row["train_time_s"] / 60, row["top1"], s=30)
-            ax.annotate(str(row.get("run", "?")), (row["train_time_s"] / 60, row["top1"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-    ax.set(xlabel="training time (min)", ylabel="test top-1 (%)", title="accuracy vs training time")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+        if not (_is_number(row.get("top1")) and _is_number(row.get("train_time_s"))):
+            continue
+        x, y, st = row["train_time_s"] / 60, row["top1"], style(row["number"])
+        err = row.get("top1_std") if _is_number(row.get("top1_std")) else None
+        ax.errorbar([x], [y], yerr=None if err is None else [err], color=st["color"], marker=st["marker"],
+                    markersize=7, linestyle="none", capsize=3, label=legend_label(row))
+        ax.annotate(str(row["number"]), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
+                    color=st["color"])
+    ax.set(xlabel="training time (min)", ylabel=f"{split} top-1 (%)",
+           title=f"{_short(dataset)}: {split} top-1 vs training time")
+    ax.margins(x=0.15, y=0.15)
+    return _finish(fig, [ax], path)
 
 
 def read_curves(run_dir: Path) -> list[dict]:
@@ -43,21 +96,53 @@ def read_curves(run_dir: Path) -> list[dict]:
         return []
 
 
-def curves_png(rows: list[dict], path: Path) -> Path:
-    """Train loss and validation top-1 per epoch, one line per run."""
-    fig = _figure(11, 4.2)
+def curves_png(rows: list[dict], path: Path, *, dataset: str) -> Path:
+    """Train loss and val top-1 per epoch; every run of a row (its seeds) in the row's colour and marker."""
+    fig = _figure(10, 4.0)
     loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for row in rows:
-        epochs = read_curves(Path(row["path"]))
-        label = str(row.get("run", "?"))
-        loss_ax.plot([e["epoch"] for e in epochs], [e.get("train_loss") for e in epochs], marker=".", label=label)
-        val = [e for e in epochs if _is_number(e.get("val_top1"))]
-        acc_ax.plot([e["epoch"] for e in val], [e["val_top1"] for e in val], marker=".", label=label)
-    loss_ax.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    acc_ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1")
+        st = style(row["number"])
+        folders = row.get("paths") or [row.get("path")]
+        for k, folder in enumerate(f for f in folders if f):
+            epochs = read_curves(Path(folder))
+            label = legend_label(row) if k == 0 else None
+            loss = [e for e in epochs if _is_number(e.get("train_loss"))]
+            loss_ax.plot([e["epoch"] for e in loss], [e["train_loss"] for e in loss], color=st["color"],
+                         marker=st["marker"], markersize=4, linewidth=1.2, alpha=0.85)
+            val = [e for e in epochs if _is_number(e.get("val_top1"))]
+            acc_ax.plot([e["epoch"] for e in val], [e["val_top1"] for e in val], color=st["color"],
+                        marker=st["marker"], markersize=4, linewidth=1.2, alpha=0.85, label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    loss_ax.set(xlabel="epoch", ylabel="train loss", title=f"{_short(dataset)}: training loss")
+    acc_ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="val split top-1 per epoch")
     for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _finish(fig, [loss_ax, acc_ax], path)
+
+
+def _short(dataset: str, width: int = 40) -> str:
+    return dataset if len(dataset) <= width else dataset[: width - 1] + "…"
+
+
+def write_charts(rows: list[dict], out_dir: Path, sort_by: str = "top1") -> list[Path]:
+    """``accuracy_vs_time-<data set>.png`` per data set (``-<split>`` added where a data set's rows were
+    evaluated on different splits) and ``curves-<data set>.png``; row numbers as in the Markdown table."""
+    written, used = [], set()
+    for dataset, section in by_dataset(rows, sort_by).items():
+        slug, k = dataset_slug(dataset), 2
+        while slug in used:   # two data sets with the same short name
+            slug, k = f"{dataset_slug(dataset)}-{k}", k + 1
+        used.add(slug)
+        splits = sorted({_split(r) for r in section})
+        for split in splits:
+            name = slug if len(splits) == 1 else f"{slug}-{split}"
+            written.append(accuracy_vs_time_png([r for r in section if _split(r) == split],
+                                                out_dir / f"accuracy_vs_time-{name}.png", dataset=dataset,
+                                                split=split))
+        written.append(curves_png(section, out_dir / f"curves-{slug}.png", dataset=dataset))
+    return written
+
+
+def _split(row: dict) -> str:
+    return str(row.get("split") or "test")

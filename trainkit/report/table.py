@@ -10,8 +10,9 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 SUMMARY = "summary.json"
 MISSING = "-"
@@ -19,9 +20,10 @@ MISSING = "-"
 # numbers where smaller ranks first; other numbers sort descending (higher is better), text alphabetically
 ASCENDING = frozenset({"loss", "ece", "train_time_s", "peak_mem_mb", "params", "epochs"})
 
-CSV_COLUMNS = ("run", "dataset", "recipe", "recipe_hash", "model", "params", "epochs", "split", "selected_on", "top1", "top5",
-               "balanced_accuracy", "macro_f1", "loss", "ece", "samples", "train_time_s", "img_per_s", "peak_mem_mb", "hardware", "precision",
-               "world_size", "torch", "timm", "git_commit", "path")
+CSV_COLUMNS = ("number", "run", "dataset", "recipe", "variant_text", "seed", "n", "runs", "seeds", "recipe_hash",
+               "model", "params", "epochs", "split", "selected_on", "top1", "top1_std", "top5", "balanced_accuracy",
+               "macro_f1", "loss", "ece", "samples", "train_time_s", "img_per_s", "peak_mem_mb", "hardware",
+               "precision", "world_size", "torch", "timm", "git_commit", "path")
 
 
 class TableError(ValueError):
@@ -131,31 +133,71 @@ def _text(v: Any) -> str:
     return MISSING if v is None or v == "" else str(v)
 
 
-# (header, summary key, formatter) of the Markdown table
-MD_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
-    ("recipe", "recipe", _text), ("model", "model", _text), ("params", "params", format_params),
-    ("epochs", "epochs", _text), ("split", "split", _text), ("top-1", "top1", _fixed(2)),
-    ("top-5", "top5", _fixed(2)), ("bal. acc", "balanced_accuracy", _fixed(2)), ("macro-F1", "macro_f1", _fixed(2)),
-    ("train time", "train_time_s", format_duration), ("img/s", "img_per_s", _fixed(0)),
+def format_mean_std(row: dict, key: str, digits: int = 2) -> str:
+    """``91.23`` for one run, ``91.23 ± 0.15`` for a group of runs (sample std, from ``<key>_std``)."""
+    value, std = row.get(key), row.get(f"{key}_std")
+    if not _is_number(value):
+        return MISSING
+    return f"{value:.{digits}f} ± {std:.{digits}f}" if _is_number(std) else f"{value:.{digits}f}"
+
+
+def format_split(row: dict) -> str:
+    """The split the metrics are on, with a note when the summary says the checkpoint was not chosen on a
+    separate val split (``selected_on``: ``last`` epoch, or the reported split itself)."""
+    split, chosen = row.get("split"), row.get("selected_on")
+    if not split:
+        return MISSING
+    if chosen == "last":
+        return f"{split} (last epoch)"
+    return f"{split} (also chose the checkpoint)" if chosen == split else str(split)
+
+
+def format_variant(row: dict) -> str:
+    """What sets the row apart from its recipe file; ``as recipe`` when nothing does; ``-`` when unknown
+    (a summary without its run folder's recipe.yaml)."""
+    if row.get("variant_text") is None:
+        return MISSING
+    return row["variant_text"] or "as recipe"
+
+
+def _key(key: str, fmt: Callable[[Any], str]) -> Callable[[dict], str]:
+    return lambda row: fmt(row.get(key))
+
+
+# (header, cell of a row) of the Markdown table; "#" numbers rows within a data set, as the charts do
+MD_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
+    ("#", _key("number", _text)), ("recipe", _key("recipe", _text)), ("variant", format_variant),
+    ("model", _key("model", _text)), ("params", _key("params", format_params)), ("epochs", _key("epochs", _text)),
+    ("split", format_split), ("n", _key("n", _text)), ("top-1", lambda row: format_mean_std(row, "top1")),
+    ("top-5", _key("top5", _fixed(2))), ("bal. acc", _key("balanced_accuracy", _fixed(2))),
+    ("macro-F1", _key("macro_f1", _fixed(2))), ("train time", _key("train_time_s", format_duration)),
+    ("img/s", _key("img_per_s", _fixed(0))),
 )
-RIGHT_ALIGNED = frozenset({"params", "epochs", "top-1", "top-5", "bal. acc", "macro-F1", "train time", "img/s"})
+RIGHT_ALIGNED = frozenset({"#", "params", "epochs", "n", "top-1", "top-5", "bal. acc", "macro-F1", "train time",
+                           "img/s"})
+
+
+def by_dataset(rows: list[dict], sort_by: str = "top1") -> dict[str, list[dict]]:
+    """Rows per data set (alphabetical), best first, each numbered (``number``: 1, 2, ... within its data set)."""
+    sections: dict[str, list[dict]] = {}
+    for row in sort_rows(rows, sort_by):
+        section = sections.setdefault(_dataset(row), [])
+        section.append({**row, "number": len(section) + 1})
+    return sections
 
 
 def to_markdown(rows: list[dict], sort_by: str = "top1") -> str:
     """One Markdown table per dataset (``### dataset`` heading), rows sorted by ``sort_by`` best first."""
-    sections, current, lines = [], None, []
-    for row in sort_rows(rows, sort_by):
-        if _dataset(row) != current:
-            if lines:
-                sections.append("\n".join(lines))
-            current, lines = _dataset(row), [f"### {_dataset(row)}", "", *_header()]
-        lines.append(_md_row(fmt(row.get(key)) for _, key, fmt in MD_COLUMNS))
-    sections.append("\n".join(lines))
+    sections = []
+    for dataset, section in by_dataset(rows, sort_by).items():
+        lines = [f"### {dataset}", "", *_header()]
+        lines += [_md_row(cell(row) for _, cell in MD_COLUMNS) for row in section]
+        sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
 
 
 def _header() -> list[str]:
-    names = [name for name, _, _ in MD_COLUMNS]
+    names = [name for name, _ in MD_COLUMNS]
     rule = ["---:" if name in RIGHT_ALIGNED else "---" for name in names]
     return [_md_row(names), _md_row(rule)]
 
@@ -165,14 +207,22 @@ def _md_row(cells: Iterable[str]) -> str:
 
 
 def to_csv(rows: list[dict], path: str | Path, sort_by: str = "top1") -> None:
-    """Raw values (no formatting), same order as :func:`to_markdown`; missing values are empty cells."""
+    """Raw values (no formatting), same order and numbers as :func:`to_markdown`; missing values are empty
+    cells, lists (a group's runs and seeds) space-separated."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
-        for row in sort_rows(rows, sort_by):
-            writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+        for section in by_dataset(rows, sort_by).values():
+            for row in section:
+                writer.writerow([_csv_cell(row.get(c)) for c in CSV_COLUMNS])
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 def write_tables(rows: list[dict], out_dir: str | Path, sort_by: str = "top1") -> tuple[Path, Path]:
@@ -190,5 +240,19 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-__all__ = ["collect", "find_summaries", "read_summary", "sort_rows", "to_markdown", "to_csv", "write_tables",
-           "format_params", "format_duration", "TableError", "CSV_COLUMNS"]
+__all__ = [
+    "CSV_COLUMNS",
+    "TableError",
+    "by_dataset",
+    "collect",
+    "find_summaries",
+    "format_duration",
+    "format_mean_std",
+    "format_params",
+    "format_split",
+    "read_summary",
+    "sort_rows",
+    "to_csv",
+    "to_markdown",
+    "write_tables",
+]
