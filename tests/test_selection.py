@@ -67,10 +67,11 @@ def test_without_a_test_split_the_final_figure_is_labelled_val(folders, tmp_path
     # compare.py's table carries the split column
     assert run_entry("compare.py", [tmp_path, "--out", tmp_path / "table", "--no-charts"], monkeypatch) == 0
     md = (tmp_path / "table" / "table.md").read_text()
-    header = next(line for line in md.splitlines() if line.startswith("| recipe"))
+    header = next(line for line in md.splitlines() if line.startswith("| # | recipe"))
     row = next(line for line in md.splitlines() if "smallcnn" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[[c.strip() for c in header.strip("|").split("|")].index("split")] == "val"
+    # val chose the checkpoint and is the split reported: the table says both
+    assert cells[[c.strip() for c in header.strip("|").split("|")].index("split")] == "val (also chose the checkpoint)"
     assert "selected_on" in (tmp_path / "table" / "table.csv").read_text().splitlines()[0]
 
 
