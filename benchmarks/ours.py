@@ -39,17 +39,18 @@ def run(args: argparse.Namespace) -> dict:
     loader = make_loader(split, train=True, data=recipe.data, augment=recipe.augment, settings=settings,
                          chans=3, device=torch.device("cpu"), seed=0, channels_last=recipe.runtime.channels_last)
     decode_s = time.perf_counter() - t0
-    images, t_first = 0, None
+    images, seen, t_first = 0, 0, None
     for epoch in range(args.epochs):
         loader.set_epoch(epoch)
         for _, y in loader:
+            seen += len(y)
             if t_first is None:
                 t_first = time.perf_counter()
             else:
                 images += len(y)
     end = time.perf_counter()
     return {"impl": "ours", "mode": "data", "images": images, "steady_s": end - t_first,
-            "img_per_s": images / (end - t_first), "total_s": end - t0, "decode_s": decode_s,
+            "img_per_s": images / (end - t_first), "total_s": end - t0, "images_all": seen, "decode_s": decode_s,
             "in_memory": loader.in_memory, "threads": torch.get_num_threads()}
 
 

@@ -87,12 +87,13 @@ def run(args: argparse.Namespace) -> dict:
             loss.backward()
             opt.step()
 
-    images, t_first = 0, None
+    images, seen, t_first = 0, 0, None
     # Eval counts every image (no warm-up exclusion would be fair to a 10k-image pass).
     if args.mode == "eval":
         t_first = t0
     for epoch in range(args.epochs):
         for x, y in loader:
+            seen += len(y)
             if step is not None:
                 step(x, y)
             if t_first is None:        # steady state starts after the first batch
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     end = time.perf_counter()
     steady = end - t_first
     out = {"impl": "reference", "mode": args.mode, "images": images, "steady_s": steady,
-           "img_per_s": images / steady, "total_s": end - t0, "workers": args.workers,
+           "img_per_s": images / steady, "total_s": end - t0, "images_all": seen, "workers": args.workers,
            "threads": torch.get_num_threads()}
     if args.mode == "eval":
         out["top1_untrained"] = float(correct) / images * 100   # a fresh model: only proves it ran

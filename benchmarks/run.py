@@ -1,17 +1,25 @@
-"""The benchmark suite: ours vs the reference pipeline, side by side, in one run.
+"""The benchmark suite: ours vs the peers, side by side, in one run; BENCHMARKS.md from result files.
 
-    python benchmarks/run.py --root ../shared/data/cifar10-jpeg            # everything but the speedrun
-    python benchmarks/run.py --root ../shared/data/cifar10-jpeg --only speedrun
+    python benchmarks/run.py --root ../shared/data/cifar10-jpeg --only train --timm-dir ../timm-peer
+    python benchmarks/run.py --root ../shared/data/cifar10-jpeg --only data,data_large,eval
+    python benchmarks/run.py --render                    # BENCHMARKS.md from benchmarks/results/*.json
 
-Each comparison runs both sides as fresh processes, repeated and interleaved
-(ours/reference order alternates per repeat) so that drift on a shared machine
-hits both; the table reports medians and the ratio of medians. Results print as
-a Markdown table and go to BENCHMARKS.md with the machine's description.
+Each section that runs writes ``benchmarks/results/<section>.json`` (every repeat of every side,
+the command that produced it, machine, load average, git commit); BENCHMARKS.md is then rendered
+from all result files present, section by section, so ``--only X`` replaces section X and keeps
+the others. Nothing in BENCHMARKS.md is typed by hand.
 
-Benchmarks (``--only`` picks a subset):
+Every side runs as a fresh process, repeated and interleaved (the order rotates per repeat) so
+drift on a shared machine hits every side; tables report medians. img/s are end-to-end: images
+over the process's wall time, with start-up, our one-time JPEG decode, the precision probe and the
+end-of-run evaluation inside the clock; ratios are derived from those.
+
+Sections (``--only`` picks a subset):
   data        data pipeline alone, CIFAR-10 JPEG copy: our loader vs ImageFolder + PIL + DataLoader
   data_large  the same on larger JPEGs (CIFAR images upscaled to --large-px and re-encoded)
-  train       end-to-end ResNet-20 training: our train.py vs the timm-train.py-style reference
+  train       one epoch of ResNet-20: our train.py vs timm's own train.py (a pytorch-image-models
+              checkout given by --timm-dir, its commit recorded; -j 1 and -j 2) vs reference.py,
+              beside the ceiling: the bare model step on synthetic tensors (ceiling.py), bf16 and fp32
   eval        evaluate.py vs a reference eval loop, the whole test split
   speedrun    recipes/cifar10_speedrun.yaml: wall time and test top-1 (one run; long)
 """
@@ -22,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -34,6 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BENCH = ROOT / "benchmarks"
+RESULTS = BENCH / "results"
+SECTIONS = ("data", "data_large", "train", "eval", "speedrun")
 
 
 def sh(cmd: list[str], cwd: Path = ROOT) -> tuple[str, float]:
@@ -62,56 +73,27 @@ def machine() -> str:
             f"torch {torch.__version__}, {platform.system()} {platform.release()}")
 
 
-# ---------------------------------------------------------------- one side of each comparison
-
-def data_pair(args, root: Path, size: int, pad_px: int, limit: int | None, epochs: int):
-    common = ["--root", str(root), "--batch", str(args.batch), "--workers", str(args.workers),
-              "--epochs", str(epochs)] + (["--limit", str(limit)] if limit else [])
-    size_keys = [f"data.eval.size={size}", f"augment.pad_px={pad_px}"]
-
-    def ours():
-        return last_json(sh([PY, str(BENCH / "ours.py"), *common, *size_keys])[0])
-
-    def ref():
-        return last_json(sh([PY, str(BENCH / "reference.py"), "--mode", "data", "--size", str(size),
-                             "--pad-px", str(pad_px), *common])[0])
-    return ours, ref
+def git_head(path: Path) -> str:
+    out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
 
 
-def train_pair(args, root: Path):
-    def ours():
-        with tempfile.TemporaryDirectory() as out:
-            cmd = [PY, "train.py", "recipes/cifar10_resnet20.yaml", f"data.root={root}", "schedule.epochs=1",
-                   f"data.limit_train={args.train_limit}", "data.limit_eval=256", f"train.global_batch={args.batch}",
-                   f"runtime.out_dir={out}", "runtime.run_name=bench", "runtime.progress=false"]
-            _, wall = sh(cmd)
-            row = json.loads((Path(out) / "bench" / "metrics.jsonl").read_text().splitlines()[-1])
-            # Steady state as the reference measures it: from the end of the first step on.
-            images = row["train_img_per_s"] * row["train_epoch_s"] - args.batch
-            steady = images / (row["train_epoch_s"] - row["train_first_step_s"])
-            return {"img_per_s": steady, "total_s": wall, "epoch_s": row["train_epoch_s"]}
-
-    def ref():
-        out, wall = sh([PY, str(BENCH / "reference.py"), "--mode", "train", "--root", str(root), "--batch",
-                        str(args.batch), "--workers", str(args.workers), "--limit", str(args.train_limit)])
-        res = last_json(out)
-        return {"img_per_s": res["img_per_s"], "total_s": wall, "epoch_s": res["total_s"]}
-    return ours, ref
+def shown(cmd: list[str], tmp: Path | None = None) -> str:
+    """A command as a reader would type it: repository-relative script paths, temp folders named."""
+    text = " ".join(shlex.quote(str(c)) for c in cmd).replace(PY, "python").replace(f"{ROOT}/", "")
+    return text.replace(str(tmp), "$TMP") if tmp else text
 
 
-def eval_pair(args, root: Path, run_dir: Path):
-    def ours():
-        with tempfile.TemporaryDirectory() as out:
-            _, wall = sh([PY, "evaluate.py", str(run_dir), "--split", "test", "--data-root", str(root),
-                          "--batch", str(2 * args.batch), "--out", out])
-            samples = json.loads((Path(out) / "metrics.json").read_text())["metrics"]["samples"]
-        return {"img_per_s": samples / wall, "total_s": wall}
-
-    def ref():
-        out, wall = sh([PY, str(BENCH / "reference.py"), "--mode", "eval", "--root", str(root), "--batch",
-                        str(2 * args.batch), "--workers", str(args.workers)])
-        return {"img_per_s": last_json(out)["images"] / wall, "total_s": wall}
-    return ours, ref
+def subset_folder(src: Path, dst: Path, train_per_class: int, test_per_class: int) -> Path:
+    """An ImageFolder of symlinks to the first N JPEGs per class (sorted names): every side reads
+    exactly the same files. Nothing is copied."""
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for cls_dir in sorted((src / split).iterdir()):
+            out = dst / split / cls_dir.name
+            out.mkdir(parents=True, exist_ok=True)
+            for f in sorted(cls_dir.iterdir())[:count]:
+                (out / f.name).symlink_to(f.resolve())
+    return dst
 
 
 def make_large_jpegs(src: Path, dst: Path, px: int, per_class: int) -> Path:
@@ -127,110 +109,282 @@ def make_large_jpegs(src: Path, dst: Path, px: int, per_class: int) -> Path:
     return dst
 
 
-def compare(name: str, ours, ref, repeats: int, metric: str = "img_per_s") -> dict:
-    runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+def interleave(sides: dict, repeats: int, label: str) -> dict[str, list[dict]]:
+    """Run every side ``repeats`` times, rotating the order each repeat; all results per side."""
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    names = list(sides)
     for r in range(repeats):
-        order = [("ours", ours), ("reference", ref)] if r % 2 == 0 else [("reference", ref), ("ours", ours)]
-        for side, fn in order:
-            res = fn()
-            runs[side].append(res)
-            print(f"  {name} repeat {r + 1}/{repeats} {side}: {metric} {res[metric]:.0f}, total {res['total_s']:.1f}s",
-                  flush=True)
-    med = {side: statistics.median(x[metric] for x in rs) for side, rs in runs.items()}
-    tot = {side: statistics.median(x["total_s"] for x in rs) for side, rs in runs.items()}
-    extra = {k: statistics.median(x[k] for x in runs["ours"]) for k in ("decode_s",) if k in runs["ours"][0]}
-    return {"name": name, "ours": med["ours"], "reference": med["reference"], "ratio": med["ours"] / med["reference"],
-            "ours_total_s": tot["ours"], "reference_total_s": tot["reference"],
-            "total_ratio": tot["reference"] / tot["ours"], **extra, "runs": runs}
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            res = sides[name]()
+            runs[name].append(res)
+            print(f"  {label} repeat {r + 1}/{repeats} {name}: {res['img_per_s']:.0f} img/s, "
+                  f"{res['wall_s']:.1f} s wall", flush=True)
+    return runs
 
 
-def speedrun(root: Path) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        _, wall = sh([PY, "train.py", "recipes/cifar10_speedrun.yaml", f"data.root={root}",
-                      f"runtime.out_dir={out}", "runtime.run_name=speedrun", "runtime.progress=false"])
-        summary = json.loads((Path(out) / "speedrun" / "summary.json").read_text())
-    return {"wall_s": wall, "top1": summary["top1"], "train_time_s": summary["train_time_s"],
-            "epochs": summary["epochs"], "measured": time.strftime("%Y-%m-%d %H:%M"),
-            "git_commit": summary.get("git_commit")}
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+# ---------------------------------------------------------------- sections
+
+def data_sides(args, root: Path, size: int, pad_px: int, limit: int | None, tmp: Path) -> tuple[dict, dict]:
+    common = ["--root", str(root), "--batch", str(args.batch), "--workers", str(args.workers),
+              "--epochs", str(args.data_epochs)] + (["--limit", str(limit)] if limit else [])
+    cmds = {"ours": [PY, str(BENCH / "ours.py"), *common, f"data.eval.size={size}", f"augment.pad_px={pad_px}"],
+            "reference": [PY, str(BENCH / "reference.py"), "--mode", "data", "--size", str(size),
+                          "--pad-px", str(pad_px), *common]}
+
+    def side(cmd):
+        def go():
+            out, wall = sh(cmd)
+            res = last_json(out)
+            return {**res, "wall_s": wall, "img_per_s": res["images_all"] / wall}
+        return go
+    return {k: side(c) for k, c in cmds.items()}, {k: shown(c, tmp) for k, c in cmds.items()}
+
+
+def pair_rows(runs: dict[str, list[dict]], name: str) -> dict:
+    ours, ref = runs["ours"], runs["reference"]
+    row = {"name": name, "ours": median(ours, "img_per_s"), "reference": median(ref, "img_per_s"),
+           "ours_wall_s": median(ours, "wall_s"), "reference_wall_s": median(ref, "wall_s")}
+    if "decode_s" in ours[0]:
+        row["decode_s"] = median(ours, "decode_s")
+    return row
+
+
+def section_data(args, root: Path, tmp: Path) -> dict:
+    sides, cmds = data_sides(args, root, 32, 4, args.data_limit, tmp)
+    runs = interleave(sides, args.repeats, "data")
+    return {"rows": [pair_rows(runs, "data pipeline, CIFAR-10 JPEG 32 px")], "commands": cmds, "runs": runs,
+            "settings": {"images_per_epoch": args.data_limit, "epochs": args.data_epochs, "batch": args.batch,
+                         "reference_workers": args.workers}}
+
+
+def section_data_large(args, root: Path, tmp: Path) -> dict:
+    large = make_large_jpegs(root, tmp / "large", args.large_px, per_class=200)
+    sides, cmds = data_sides(args, large, args.large_px, args.large_px // 8, 1800, tmp)
+    runs = interleave(sides, args.repeats, "data_large")
+    return {"rows": [pair_rows(runs, f"data pipeline, {args.large_px} px JPEG")], "commands": cmds, "runs": runs,
+            "settings": {"images_per_epoch": 1800, "epochs": args.data_epochs, "batch": args.batch,
+                         "reference_workers": args.workers, "px": args.large_px}}
+
+
+def timm_cmd(args, subset: Path, out: Path, workers: int) -> list[str]:
+    """timm's train.py with the flags that match our recipe: ResNet-20 at 32 px, SGD + nesterov, cosine,
+    bf16 autocast + channels_last, its prefetcher (batched uint8 -> float normalise), one epoch.
+    Augmentation of the same strength: timm has no pad-crop, so its RandomResizedCrop (scale 0.64-1,
+    i.e. up to 20% translation and a mild zoom) + flip 0.5, with colour jitter and random interpolation
+    off (both on by default there, neither in our recipe)."""
+    return [PY, str(BENCH / "timm_train.py"), "--timm-dir", str(args.timm_dir), "--",
+            "--data-dir", str(subset), "--train-split", "train", "--val-split", "test",
+            "--model", "resnet20_cifar", "--num-classes", "10", "--input-size", "3", "32", "32", "--crop-pct", "1.0",
+            "--mean", "0.485", "0.456", "0.406", "--std", "0.229", "0.224", "0.225",
+            "--scale", "0.64", "1.0", "--hflip", "0.5", "--color-jitter", "0", "--train-interpolation", "bilinear",
+            "-b", "128", "--epochs", "1", "--opt", "sgd", "--lr", "0.1", "--momentum", "0.9",
+            "--weight-decay", "5e-4", "--sched", "cosine", "--warmup-epochs", "0", "--device", "cpu",
+            "--amp", "--amp-dtype", "bfloat16", "--channels-last", "-j", str(workers), "--log-interval", "50",
+            "--output", str(out), "--experiment", "bench", "--seed", "0"]
+
+
+def section_train(args, root: Path, tmp: Path) -> dict:
+    if not args.timm_dir or not (Path(args.timm_dir) / "train.py").is_file():
+        sys.exit("error: --only train needs --timm-dir PATH, a pytorch-image-models checkout (timm's own train.py)")
+    per_class = args.train_limit // 10
+    subset = subset_folder(root, tmp / "subset", per_class, args.eval_images // 10)
+    images = per_class * 10
+    ours = [PY, "train.py", "recipes/cifar10_resnet20.yaml", f"data.root={subset}", "data.holdout_fraction=0",
+            "schedule.epochs=1", f"train.global_batch={args.batch}", "runtime.channels_last=true",
+            "runtime.progress=false", f"runtime.out_dir={tmp / 'runs'}", "runtime.run_name=bench"]
+    cmds = {
+        "ours train.py, bf16": ours + ["train.precision=bf16"],
+        "ours train.py, fp32": ours + ["train.precision=fp32"],
+        "timm train.py -j 1": timm_cmd(args, subset, tmp / "timm", 1),
+        "timm train.py -j 2": timm_cmd(args, subset, tmp / "timm", 2),
+        "reference.py, 2 workers": [PY, str(BENCH / "reference.py"), "--mode", "train", "--root", str(subset),
+                                    "--batch", str(args.batch), "--workers", "2"],
+        **{f"ceiling, {p}": [PY, str(BENCH / "ceiling.py"), "--precision", p, "--batch", str(args.batch),
+                             "--steps", str(args.ceiling_steps)] for p in ("bf16", "fp32")},
+    }
+
+    def side(name, cmd):
+        def go():
+            for folder in (tmp / "runs", tmp / "timm"):
+                subprocess.run(["rm", "-rf", str(folder)], check=False)
+            out, wall = sh(cmd)
+            if name.startswith("ceiling"):
+                return {**last_json(out), "wall_s": wall}
+            res = {"wall_s": wall, "images": images, "img_per_s": images / wall}
+            if name.startswith("ours"):
+                summary = json.loads((tmp / "runs" / "bench" / "summary.json").read_text())
+                res.update({k: summary.get(k) for k in ("precision", "numerics_source", "numerics_probe")})
+            return res
+        return go
+    runs = interleave({n: side(n, c) for n, c in cmds.items()}, args.repeats, "train")
+    return {"runs": runs, "commands": {n: shown(c, tmp) for n, c in cmds.items()},
+            "timm_commit": git_head(Path(args.timm_dir)),
+            "settings": {"train_images": images, "eval_images": args.eval_images, "batch": args.batch,
+                         "threads": torch.get_num_threads(), "ceiling_steps": args.ceiling_steps}}
+
+
+def section_eval(args, root: Path, tmp: Path) -> dict:
+    run_dir = tmp / "eval-run"
+    # A short run only to have a checkpoint; evaluate.py then reads the whole 10,000-image test split.
+    sh([PY, "train.py", "recipes/cifar10_resnet20.yaml", f"data.root={root}", "schedule.epochs=1",
+        "data.limit_train=1024", "train.precision=bf16", f"runtime.out_dir={tmp}", "runtime.run_name=eval-run"])
+    cmds = {"ours": [PY, "evaluate.py", str(run_dir), "--split", "test", "--data-root", str(root),
+                     "--batch", str(2 * args.batch), "--out", str(tmp / "eval-out")],
+            "reference": [PY, str(BENCH / "reference.py"), "--mode", "eval", "--root", str(root), "--batch",
+                          str(2 * args.batch), "--workers", str(args.workers)]}
+
+    def ours():
+        _, wall = sh(cmds["ours"])
+        samples = json.loads((tmp / "eval-out" / "metrics.json").read_text())["metrics"]["samples"]
+        return {"img_per_s": samples / wall, "wall_s": wall}
+
+    def ref():
+        out, wall = sh(cmds["reference"])
+        return {"img_per_s": last_json(out)["images"] / wall, "wall_s": wall}
+    runs = interleave({"ours": ours, "reference": ref}, args.repeats, "eval")
+    return {"rows": [pair_rows(runs, "evaluate ResNet-20, 10k test images")], "runs": runs,
+            "commands": {k: shown(c, tmp) for k, c in cmds.items()}, "settings": {"batch": 2 * args.batch}}
+
+
+def section_speedrun(args, root: Path, tmp: Path) -> dict:
+    cmd = [PY, "train.py", "recipes/cifar10_speedrun.yaml", f"data.root={root}", f"runtime.out_dir={tmp}",
+           "runtime.run_name=speedrun", "runtime.progress=false"]
+    _, wall = sh(cmd)
+    summary = json.loads((tmp / "speedrun" / "summary.json").read_text())
+    return {"commands": {"speedrun": shown(cmd, tmp)}, "wall_s": wall, "summary": summary}
 
 
 # ---------------------------------------------------------------- report
 
-def write_report(rows: list[dict], speed: dict | None, args, path: Path) -> str:
-    lines = [f"# Benchmarks", "", f"Machine: {machine()}.", "",
-             f"Generated by `python benchmarks/run.py --root {args.root} --repeats {args.repeats}` on "
-             f"{time.strftime('%Y-%m-%d %H:%M')}; medians of {args.repeats} interleaved repeats, each side a fresh "
-             f"process. Batch {args.batch}, reference DataLoader workers {args.workers}.", "",
-             "| benchmark | ours img/s | reference img/s | ratio | ours total s | reference total s | wall ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['ours']:.0f} | {r['reference']:.0f} | {r['ratio']:.2f}x | "
-                     f"{r['ours_total_s']:.1f} | {r['reference_total_s']:.1f} | {r['total_ratio']:.2f}x |")
-    lines += ["", "img/s: steady state (data, train) or whole-process (eval). total s: the process's wall time "
-              "including start-up, our one-time decode, and for train.py its (256-image) validation and test "
-              "passes. wall ratio: reference total / ours total."]
-    for r in rows:
+def render_pairs(res: dict) -> list[str]:
+    lines = ["| benchmark | ours img/s | reference img/s | ratio | ours wall s | reference wall s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['name']} | {r['ours']:.0f} | {r['reference']:.0f} | {r['ours'] / r['reference']:.2f}x | "
+                     f"{r['ours_wall_s']:.1f} | {r['reference_wall_s']:.1f} |")
+    for r in res["rows"]:
         if "decode_s" in r:
-            lines.append(f"- {r['name']}: our one-time decode into memory took {r['decode_s']:.1f} s (inside 'ours total').")
-    if speed:
-        lines += ["", "## Speed recipe", "",
-                  f"`recipes/cifar10_speedrun.yaml` on the CIFAR-10 JPEG copy: test top-1 {speed['top1']:.2f}% "
-                  f"after {speed['epochs']} epochs; {speed['train_time_s']:.0f} s training, {speed['wall_s']:.0f} s "
-                  "wall for the whole command (start-up, decode, evaluation included)"
-                  + (f"; measured {speed['measured']}" if speed.get("measured") else "") + "."]
+            lines.append(f"\nOur one-time decode into memory: {r['decode_s']:.1f} s, inside 'ours wall s' and our img/s.")
+    return lines
+
+
+def render_train(res: dict) -> list[str]:
+    runs, st = res["runs"], res["settings"]
+    timm_best = max(median(v, "img_per_s") for k, v in runs.items() if k.startswith("timm"))
+    ceiling = {k.split(", ")[1]: median(v, "img_per_s") for k, v in runs.items() if k.startswith("ceiling")}
+    lines = [f"One epoch of {st['train_images']:,} CIFAR-10 JPEGs (the first {st['train_images'] // 10} per class; "
+             f"every side reads the same files), ResNet-20, batch {st['batch']}, channels_last, "
+             f"{st['threads']} threads; each training side then evaluates {st['eval_images']} test images. "
+             f"timm: pytorch-image-models `{res['timm_commit'][:12]}`.", "",
+             "| side | precision | img/s | wall s | vs timm train.py | vs ceiling (same precision) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, rs in runs.items():
+        rate = median(rs, "img_per_s")
+        if name.startswith("ceiling"):
+            lines.append(f"| {name} (bare step, synthetic tensors) | {rs[0]['precision']} | {rate:.0f} | "
+                         f"{median(rs, 'wall_s'):.1f} | | 1.00x |")
+            continue
+        precisions = sorted({r.get("precision") or ("fp32" if "fp32" in name else "bf16") for r in rs})
+        prec = "/".join(precisions)
+        vs_ceiling = f"{rate / ceiling[prec]:.2f}x" if prec in ceiling else ""
+        lines.append(f"| {name} | {prec} | {rate:.0f} | {median(rs, 'wall_s'):.1f} | {rate / timm_best:.2f}x | "
+                     f"{vs_ceiling} |")
+    lines += ["", "img/s: training images / the process's wall time (interpreter start-up, imports, our one-time "
+              "JPEG decode, DataLoader worker start-up, the end-of-run evaluation: all inside the clock). "
+              "vs timm train.py: against its faster worker count. Ceiling: `ceiling.py`, the bare "
+              f"forward/backward/SGD step on in-memory synthetic tensors (median of {st['ceiling_steps']} timed steps "
+              "after 3 warm-up steps), its img/s steady state; wall s is its whole process."]
+    return lines
+
+
+def render_speedrun(res: dict) -> list[str]:
+    s = res["summary"]
+    return [f"`recipes/cifar10_speedrun.yaml`: test top-1 {s['top1']:.2f}% after {s['epochs']} epochs "
+            f"({s.get('precision')}); {s['train_time_s']:.0f} s training, {res['wall_s']:.0f} s wall for the whole "
+            f"command (start-up, decode, evaluation included)."]
+
+
+TITLES = {"data": "Data pipeline, CIFAR-10 JPEG", "data_large": "Data pipeline, larger JPEGs",
+          "train": "Training: train.py vs timm's train.py, with the ceiling", "eval": "Evaluation",
+          "speedrun": "Speed recipe"}
+RENDER = {"data": render_pairs, "data_large": render_pairs, "train": render_train, "eval": render_pairs,
+          "speedrun": render_speedrun}
+
+
+def render(results: Path, out: Path) -> str:
+    lines = ["# Benchmarks", "",
+             "Generated by `python benchmarks/run.py --render` from the result files in `benchmarks/results/`; "
+             "never edited by hand. Each section names, above its table, the command that measured it and each "
+             "side's own command ($TMP: a temporary folder the suite makes). Sides ran as fresh processes, "
+             "interleaved; figures are medians over the repeats."]
+    for section in SECTIONS:
+        lines += ["", f"## {TITLES[section]}", ""]
+        path = results / f"{section}.json"
+        if not path.is_file():
+            lines.append(f"Not measured yet: `python benchmarks/run.py --root ../shared/data/cifar10-jpeg --only "
+                         f"{section}`{' --timm-dir PATH' if section == 'train' else ''}.")
+            continue
+        res = json.loads(path.read_text())
+        load = res["load_average"]
+        lines += [f"`{res['command']}`", "",
+                  f"Measured {res['measured']} on {res['machine']}; trainkit `{res['git_commit'][:12]}`; "
+                  f"{res.get('repeats', 1)} repeat(s). 1-minute load average {load[0]:.1f} at the start, "
+                  f"{load[1]:.1f} at the end"
+                  + (" (the machine was shared with other jobs)." if max(load) > 1.5 else "."), "",
+                  "Each side's command:", ""]
+        lines += [f"- {name}: `{cmd}`" for name, cmd in res["commands"].items()]
+        lines += [""] + RENDER[section](res)
     text = "\n".join(lines) + "\n"
-    path.write_text(text)
+    out.write_text(text)
     return text
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="CIFAR-10 ImageFolder root, e.g. ../shared/data/cifar10-jpeg")
-    p.add_argument("--only", default="data,data_large,train,eval",
-                   help="comma-separated: data, data_large, train, eval, speedrun")
+    p.add_argument("--root", help="CIFAR-10 ImageFolder root, e.g. ../shared/data/cifar10-jpeg")
+    p.add_argument("--only", default="data,data_large,train,eval", help=f"comma-separated: {', '.join(SECTIONS)}")
+    p.add_argument("--render", action="store_true", help="only render BENCHMARKS.md from the result files")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--workers", type=int, default=2, help="the reference's DataLoader workers")
+    p.add_argument("--timm-dir", default=None, help="pytorch-image-models checkout whose train.py is the peer")
     p.add_argument("--data-limit", type=int, default=20000, help="training images per data-pipeline epoch")
     p.add_argument("--data-epochs", type=int, default=3)
-    p.add_argument("--train-limit", type=int, default=20000, help="training images for the end-to-end epoch")
+    p.add_argument("--train-limit", type=int, default=20000, help="training images for the one-epoch train rows")
+    p.add_argument("--ceiling-steps", type=int, default=20, help="timed bare steps per ceiling process")
+    p.add_argument("--eval-images", type=int, default=250, help="test images each training side evaluates")
     p.add_argument("--large-px", type=int, default=160)
+    p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--json", default=None, help="also write all raw runs here")
-    p.add_argument("--speedrun-from", default=None, metavar="JSON",
-                   help="report the speedrun recorded in an earlier run's --json instead of running it")
     args = p.parse_args()
-    root = Path(args.root).resolve()
-    if not (root / "train").is_dir():
-        sys.exit(f"error: {root}/train not found (give the CIFAR-10 ImageFolder root with --root)")
-    only = set(args.only.split(","))
-    print(f"machine: {machine()}", flush=True)
-    rows, speed = [], None
-    with tempfile.TemporaryDirectory() as tmp:
-        if "data" in only:
-            rows.append(compare("data pipeline, CIFAR-10 JPEG 32 px",
-                                *data_pair(args, root, 32, 4, args.data_limit, args.data_epochs), args.repeats))
-        if "data_large" in only:
-            large = make_large_jpegs(root, Path(tmp) / "large", args.large_px, per_class=200)
-            rows.append(compare(f"data pipeline, {args.large_px} px JPEG",
-                                *data_pair(args, large, args.large_px, args.large_px // 8, 1800, args.data_epochs),
-                                args.repeats))
-        if "train" in only:
-            rows.append(compare("train ResNet-20 (1 epoch)", *train_pair(args, root), args.repeats))
-        if "eval" in only:
-            run_dir = Path(tmp) / "eval-run"
-            # A short run only to have a checkpoint; evaluate.py then reads the whole 10,000-image test split.
-            sh([PY, "train.py", "recipes/cifar10_resnet20.yaml", f"data.root={root}", "schedule.epochs=1",
-                "data.limit_train=1024", f"runtime.out_dir={tmp}", "runtime.run_name=eval-run"])
-            rows.append(compare("evaluate ResNet-20, 10k test images", *eval_pair(args, root, run_dir), args.repeats))
-        if "speedrun" in only:
-            speed = speedrun(root)
-        elif args.speedrun_from:
-            speed = json.loads(Path(args.speedrun_from).read_text())["speedrun"]
-    text = write_report(rows, speed, args, Path(args.out))
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "speedrun": speed}, indent=2))
+    results = Path(args.results)
+    if not args.render:
+        only = [s for s in args.only.split(",") if s]
+        for s in only:
+            if s not in SECTIONS:
+                sys.exit(f"error: --only {s}: unknown section; choose from {', '.join(SECTIONS)}")
+        if not args.root or not (Path(args.root) / "train").is_dir():
+            sys.exit(f"error: --root {args.root}: no train/ folder there (give the CIFAR-10 ImageFolder root)")
+        root = Path(args.root).resolve()
+        results.mkdir(parents=True, exist_ok=True)
+        print(f"machine: {machine()}", flush=True)
+        argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
+        for section in SECTIONS:
+            if section not in only:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                load_start = os.getloadavg()[0]
+                res = globals()[f"section_{section}"](args, root, Path(tmp))
+            res.update({"section": section, "command": f"python benchmarks/run.py {argv}", "repeats": args.repeats,
+                        "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                        "git_commit": git_head(ROOT), "load_average": [load_start, os.getloadavg()[0]]})
+            (results / f"{section}.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(render(results, Path(args.out)))
 
 
 if __name__ == "__main__":
