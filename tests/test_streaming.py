@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import itertools
 import json
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from PIL import Image
 from test_distributed import ENV, ROOT, assert_same_weights, python, tiny_recipe, torchrun
 from test_faults import Crash, build_trainer, weights
 
-from trainkit.config.recipe import AugmentCfg, DataCfg, StreamCfg
+from trainkit.config.recipe import AugmentCfg, DataCfg, RuntimeCfg
 from trainkit.data.loaders import EpochBatches, LoaderSettings, make_loader, shard_local_order
 from trainkit.data.sources import DataError, open_source
 from trainkit.runtime.checkpoint import load_checkpoint
@@ -189,7 +190,7 @@ def test_resume_mid_epoch_is_bit_identical_to_an_uninterrupted_run(shards, tmp_p
     _, recipe, *_ = tiny_recipe(folder, tmp_path, "x")
     common = [f"runtime.out_dir={tmp_path}", "runtime.checkpoint_every_steps=2", "augment.hflip=0.5",
               "augment.crop=pad", "augment.pad_px=2", "data.in_memory=false", "runtime.workers=2",
-              "data.format=webdataset", f"data.root={out}", "data.stream.window_shards=2", "schedule.epochs=3"]
+              "data.format=webdataset", f"data.root={out}", "data.window_shards=2", "schedule.epochs=3"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -254,7 +255,7 @@ def test_two_torchrun_processes_see_each_train_sample_once_per_epoch_and_each_te
     _, recipe, *_ = tiny_recipe(folder, tmp_path, "x")
     torchrun(script, recipe, tmp_path, "data.format=webdataset", f"data.root={tmp_path / 'wds'}",
              "data.in_memory=false", "runtime.workers=2", "data.eval.mean=[0,0,0]", "data.eval.std=[1,1,1]",
-             "data.stream.window_shards=2", "train.global_batch=12")
+             "data.window_shards=2", "train.global_batch=12")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for epoch in range(2):
         both = ranks[0][f"train{epoch}"] + ranks[1][f"train{epoch}"]
@@ -268,7 +269,7 @@ def test_training_and_distributed_evaluation_from_shards(shards, tmp_path):
     """train.py under torchrun (2 processes) equals one process on the same global batch; evaluate.py
     under torchrun counts each of the 21 test images once and agrees with one process."""
     folder, out = shards
-    common = ["data.format=webdataset", f"data.root={out}", "data.in_memory=false", "data.stream.window_shards=2"]
+    common = ["data.format=webdataset", f"data.root={out}", "data.in_memory=false", "data.window_shards=2"]
     python(*tiny_recipe(folder, tmp_path, "one", *common))
     torchrun(*tiny_recipe(folder, tmp_path, "two", *common, "runtime.sync_batchnorm=true"))
     assert_same_weights(load_checkpoint(tmp_path / "one" / "last.pt")["model"],
@@ -332,8 +333,8 @@ def test_the_url_path_reads_the_same_bytes_through_a_bounded_cache(tmp_path, htt
     url = http_root(tmp_path / "wds")
     local = open_source(DataCfg(root=str(tmp_path / "wds"), format="webdataset")).splits["train"]
     cache = tmp_path / "cache"
-    cfg = DataCfg(root=url, format="webdataset", stream=StreamCfg(str(cache), cache_mb=2, window_shards=2))
-    remote = open_source(cfg).splits["train"]
+    cfg = DataCfg(root=url, format="webdataset", window_shards=2)
+    remote = open_source(cfg, RuntimeCfg(shard_cache_dir=str(cache), shard_cache_mb=2)).splits["train"]
     assert np.array_equal(local.targets, remote.targets)
     batches = EpochBatches(len(remote), 4, train=True, drop_last=False, seed=0, groups=remote.blobs.groups,
                            window=2)
@@ -350,22 +351,23 @@ def test_the_url_path_reads_the_same_bytes_through_a_bounded_cache(tmp_path, htt
 def test_training_from_a_url_and_url_errors_are_one_line(shards, tmp_path, http_root):
     folder, out = shards
     url = http_root(out)
-    common = ["data.format=webdataset", f"data.root={url}", f"data.stream.cache_dir={tmp_path / 'cache'}"]
+    common = ["data.format=webdataset", f"data.root={url}", f"runtime.shard_cache_dir={tmp_path / 'cache'}"]
     python(*tiny_recipe(folder, tmp_path, "url", *common, "schedule.epochs=1"))
     assert json.loads((tmp_path / "url" / "summary.json").read_text())["samples"] == 21
 
     with pytest.raises(DataError, match=rf"cannot fetch {url}/nothing/manifest.json"):
         open_source(DataCfg(root=f"{url}/nothing", format="webdataset"))
-    with pytest.raises(DataError, match="data.stream.cache_mb=1 cannot hold two windows of 200 shards"):
-        open_source(DataCfg(root=url, format="webdataset", stream=StreamCfg(cache_mb=1, window_shards=200)))
+    with pytest.raises(DataError, match="runtime.shard_cache_mb=1 cannot hold two windows of 200 shards"):
+        open_source(DataCfg(root=url, format="webdataset", window_shards=200), RuntimeCfg(shard_cache_mb=1))
 
     # A shard whose served bytes differ from the manifest: an error naming the URL (no retry loop).
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
     (bad / "test-000000.tar").write_bytes((bad / "test-000000.tar").read_bytes()[:2000])
-    cfg = DataCfg(root=http_root(bad), format="webdataset", stream=StreamCfg(str(tmp_path / "c2")))
+    source = open_source(DataCfg(root=http_root(bad), format="webdataset"),
+                         RuntimeCfg(shard_cache_dir=str(tmp_path / "c2")))
     with pytest.raises(DataError, match=r"test-000000.tar: 2000 bytes with sha256 .* the manifest says"):
-        sum(len(t) for _, t in eval_loader(open_source(cfg).splits["test"]))
+        sum(len(t) for _, t in eval_loader(source.splits["test"]))
 
 
 def test_a_weighted_draw_from_shards_is_the_same_draw_read_window_by_window():
@@ -374,6 +376,7 @@ def test_a_weighted_draw_from_shards_is_the_same_draw_read_window_by_window():
     plain = EpochBatches(48, 48, train=True, drop_last=False, seed=5, weights=weights)
     local = EpochBatches(48, 48, train=True, drop_last=False, seed=5, weights=weights, groups=groups, window=2)
     assert sorted(plain.indices()) == sorted(local.indices()) and plain.indices() != local.indices()
-    blocks = [{int(groups[i]) for i in local.indices()[k:k + 1]} for k in range(48)]
-    changes = sum(1 for a, b in zip(blocks, blocks[1:]) if a != b)
-    assert changes < sum(1 for a, b in zip(plain.indices(), plain.indices()[1:]) if groups[a] != groups[b])
+
+    def shard_switches(order):
+        return sum(groups[a] != groups[b] for a, b in itertools.pairwise(order))
+    assert shard_switches(local.indices()) < shard_switches(plain.indices())

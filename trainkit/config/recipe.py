@@ -86,20 +86,6 @@ class ImbalanceCfg:
 DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
 
 
-@dataclass(frozen=True)
-class StreamCfg:
-    """data.format=webdataset: where downloaded shards are kept and how far the shuffle reaches.
-    cache_dir and cache_mb change where bytes live, never which samples a step sees."""
-    cache_dir: str | None = None          # URL roots only; null: ~/.cache/trainkit/shards/<hash of the URL>
-    cache_mb: int = 8192                  # bound on downloaded shards kept on local disk (LRU)
-    window_shards: int = 8                # training order: shards in a random order, samples shuffled
-                                          # within each run of this many shards (what must be local at once)
-
-    def check(self, key: str) -> None:
-        if self.cache_mb < 1 or self.window_shards < 1:
-            raise RecipeError(f"{key}.cache_mb and {key}.window_shards must be >= 1, "
-                              f"got {self.cache_mb} and {self.window_shards}")
-
 
 @dataclass(frozen=True)
 class DataCfg:
@@ -122,7 +108,9 @@ class DataCfg:
     limit_eval: int | None = None         # seeded subset of val/test
     train_size: int | None = None         # training resolution, px; null: eval.size
     eval: EvalCfg = field(default_factory=EvalCfg)
-    stream: StreamCfg = field(default_factory=StreamCfg)   # data.format=webdataset only
+    # webdataset: the training order puts shards in a random order and shuffles samples within each
+    # run of this many shards, so about this many must be local at once (runtime.shard_cache_mb)
+    window_shards: int = 8
 
     def check(self, key: str) -> None:
         if self.name == "imagefolder" and not self.root:
@@ -132,7 +120,7 @@ class DataCfg:
                               f"data.name=imagefolder; got name={self.name!r}, root={self.root!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise RecipeError(f"{key}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
-        for name in ("limit_train", "limit_eval", "train_size"):
+        for name in ("limit_train", "limit_eval", "train_size", "window_shards"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RecipeError(f"{key}.{name}: must be >= 1, got {value}")
@@ -474,6 +462,10 @@ class RuntimeCfg:
     progress: bool | Literal["auto"] = "auto"  # auto: a bar only on a terminal
     out_dir: str = "runs"
     run_name: str | None = None           # null: <recipe name>-<timestamp>
+    # data.format=webdataset from a URL: downloaded shards live here, least recently used deleted
+    # beyond shard_cache_mb (where bytes live, never which samples a step sees: not in the hash)
+    shard_cache_dir: str | None = None    # null: ~/.cache/trainkit/shards/<hash of the URL>
+    shard_cache_mb: int = 8192
 
     def check(self, key: str) -> None:
         for name in ("per_device_batch", "eval_batch", "threads", "checkpoint_every_steps"):
@@ -482,6 +474,8 @@ class RuntimeCfg:
                 raise RecipeError(f"{key}.{name}: must be >= 1 or null, got {value}")
         if self.workers < 0 or self.prefetch_factor < 1 or self.log_every_steps < 1:
             raise RecipeError(f"{key}: workers >= 0, prefetch_factor >= 1 and log_every_steps >= 1 are required")
+        if self.shard_cache_mb < 1:
+            raise RecipeError(f"{key}.shard_cache_mb: must be >= 1, got {self.shard_cache_mb}")
 
 
 @dataclass(frozen=True)

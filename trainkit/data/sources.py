@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trainkit.config.recipe import DataCfg, ImbalanceCfg
+from trainkit.config.recipe import DataCfg, ImbalanceCfg, RuntimeCfg
 from trainkit.config.registry import Registry
 from trainkit.data.imbalance import balanced_indices, long_tail_indices
 
@@ -295,7 +295,8 @@ def report_split(splits: dict[str, Split]) -> str:
     return splits["test"].name
 
 
-def open_source(cfg: DataCfg) -> DataSource:
+def open_source(cfg: DataCfg, runtime: RuntimeCfg | None = None) -> DataSource:
+    """The data set of ``cfg``; ``runtime`` says where shards from a URL are cached (default: RuntimeCfg())."""
     if cfg.format == "packed":
         from trainkit.data.packed import open_packed   # late: packed builds on this module
 
@@ -303,6 +304,7 @@ def open_source(cfg: DataCfg) -> DataSource:
     if cfg.format == "webdataset":
         from trainkit.data.streaming import open_shards   # late: streaming builds on this module
 
-        return open_shards(cfg.root, cache_dir=cfg.stream.cache_dir, cache_mb=cfg.stream.cache_mb,
-                           window_shards=cfg.stream.window_shards, on_corrupt=cfg.on_corrupt)
+        rt = runtime or RuntimeCfg()
+        return open_shards(cfg.root, cache_dir=rt.shard_cache_dir, cache_mb=rt.shard_cache_mb,
+                           window_shards=cfg.window_shards, on_corrupt=cfg.on_corrupt)
     return SOURCES.get(cfg.name)(cfg)

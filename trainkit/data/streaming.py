@@ -21,10 +21,10 @@ none of them exactly.
 ``data.root`` is a folder, or a URL that webdataset's ``gopen`` opens: ``http(s)://host/prefix``
 (the object store's HTTP endpoint), ``gs://bucket/prefix``, or a ``pipe:`` command with ``{file}``
 where the file name goes (``pipe:aws s3 cp s3://bucket/prefix/{file} -``). From a URL, shards are
-downloaded whole into ``data.stream.cache_dir``, checked against the manifest's size and sha256,
-and the least recently used ones are deleted to keep the cache under ``data.stream.cache_mb``.
+downloaded whole into ``runtime.shard_cache_dir``, checked against the manifest's size and sha256,
+and the least recently used ones are deleted to keep the cache under ``runtime.shard_cache_mb``.
 Training reads shards in a shard-local order (see ``EpochBatches``): only about
-``data.stream.window_shards`` shards are needed at a time.
+``data.window_shards`` shards are needed at a time.
 """
 
 from __future__ import annotations
@@ -244,9 +244,9 @@ def open_shards(root: str, *, cache_dir: str | None = None, cache_mb: int = 8192
         largest = max(s["bytes"] for info in manifest["splits"].values() for s in info["shards"])
         need_mb = -(-2 * window_shards * largest // 2**20)
         if cache_mb < need_mb:
-            raise DataError(f"data.stream.cache_mb={cache_mb} cannot hold two windows of {window_shards} shards "
-                            f"of up to {largest / 2**20:.1f} MiB; set data.stream.cache_mb>={need_mb} or "
-                            "lower data.stream.window_shards")
+            raise DataError(f"runtime.shard_cache_mb={cache_mb} cannot hold two windows of {window_shards} "
+                            f"shards of up to {largest / 2**20:.1f} MiB; set runtime.shard_cache_mb>={need_mb} "
+                            "or lower data.window_shards")
     else:
         store.check_local()
     classes = tuple(manifest["classes"])

@@ -63,7 +63,7 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", dist: DistInfo
     if data_root is not None:
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=data_root))
     plan, rt = ckpt["plan"], recipe.runtime
-    splits = resolve_splits(recipe.data, open_source(recipe.data))
+    splits = resolve_splits(recipe.data, open_source(recipe.data, recipe.runtime))
     classes = list(splits["train"].classes)
     if classes != list(ckpt["classes"]):
         raise CheckpointError(f"{path}: the data's classes differ from the checkpoint's "

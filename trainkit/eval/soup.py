@@ -138,7 +138,7 @@ def soup_context(ckpt: dict, *, device: torch.device, bn_batches: int, need_val:
     recipe = parse_recipe(ckpt["recipe"])
     if data_root is not None:
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=data_root))
-    source = open_source(recipe.data)
+    source = open_source(recipe.data, recipe.runtime)
     splits = resolve_splits(recipe.data, source)
     if need_val and val_is_test(splits):
         raise CheckpointError("soup: the recipe validates on test (data.holdout_fraction=0); a greedy soup must "

@@ -91,7 +91,7 @@ class Data:
 
 
 def prepare_data(recipe: Recipe) -> Data:
-    source = open_source(recipe.data)
+    source = open_source(recipe.data, recipe.runtime)
     splits = resolve_splits(recipe.data, source)
     in_chans = recipe.model.in_chans or source.natural_chans
     return Data(splits, splits["train"].classes, in_chans, source.description)
