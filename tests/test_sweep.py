@@ -4,6 +4,8 @@ killed with SIGKILL and run again (tiny ImageFolder runs: smallcnn, 16 px, a few
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
 import signal
 import subprocess
@@ -13,11 +15,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from conftest import ROOT, make_image_folder
 
 from trainkit.config.recipe import load_recipe
 from trainkit.config.schema import RecipeError
+from trainkit.runtime.distributed import DistInfo
 from trainkit.sweep.space import check_space, load_space, override
+from trainkit.sweep.worker import PruneReporter
+from trainkit.train.trainer import Trainer, plan_for, prepare_data
 
 RECIPE = "recipes/cifar10_resnet20.yaml"
 
@@ -192,3 +198,20 @@ def test_shipped_space_files_check_against_their_recipes(recipe, space, override
     dims = load_space(ROOT / space)
     check_space(dims, ROOT / recipe, overrides, space)
     assert len(dims) >= 4
+
+
+def test_epoch_end_callback_prunes_after_a_saved_epoch(folder, tmp_path):
+    """The pruning path in-process: PruneReporter sends each epoch's val top-1 and stops the run on 'prune'."""
+    recipe = load_recipe(ROOT / RECIPE, [*tiny(folder, 3), "runtime.progress=false"])
+    data = prepare_data(recipe)
+    plan = plan_for(recipe, data, DistInfo(), torch.device("cpu"))
+    trainer = Trainer(recipe, plan, data, DistInfo(), torch.device("cpu"), tmp_path / "run", None)
+    reports, answers = io.StringIO(), io.StringIO("go\nprune\n")
+    trainer.epoch_end.append(PruneReporter("top1", reports, answers))
+    last = trainer.fit()
+    sent = [json.loads(line) for line in reports.getvalue().splitlines()]
+    assert [s["epoch"] for s in sent] == [1, 2] and last["epoch"] == 2
+    assert sent[1]["value"] == last["val_top1"]
+    assert trainer.stopped_early.startswith("pruned by the sweep at epoch 2")
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "run" / "last.pt").exists()     # the stopped epoch was saved before the stop
