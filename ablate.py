@@ -13,19 +13,17 @@ A step whose val split is the test split (data.holdout_fraction=0) is refused be
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from trainkit.report.ablation import StepResult, cumulative, markdown_table, parse_step
-from trainkit.cli import one_line_errors
+from trainkit.cli import RunFailed, one_line_errors, train_once
 from trainkit.config.recipe import load_recipe
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import open_source, resolve_splits, val_is_test
+from trainkit.report.ablation import StepResult, cumulative, markdown_table, parse_step
 
 ROOT = Path(__file__).resolve().parent
 
@@ -40,18 +38,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("ablation.md"), help="Markdown table to write")
     p.add_argument("--runs-dir", type=Path, help="where the run folders go (default: runs/ablate-<recipe>)")
     return p.parse_args(argv)
-
-
-def train_once(recipe: str, overrides: list[str], seed: int, runs_dir: Path, name: str) -> tuple[dict, float]:
-    cmd = [sys.executable, str(ROOT / "train.py"), recipe, *overrides, f"train.seed={seed}",
-           f"runtime.out_dir={runs_dir}", f"runtime.run_name={name}", "runtime.progress=false"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["exit status %d" % proc.returncode])[-1]
-        raise RuntimeError(f"seed {seed}: {last}")
-    return json.loads((runs_dir / name / "summary.json").read_text()), wall
 
 
 def check_steps(recipe_path: str, plan: list) -> None:
@@ -83,7 +69,7 @@ def main() -> int:
             name = f"{i:02d}-s{seed}"
             try:
                 summary, wall = train_once(args.recipe, overrides, seed, runs_dir, name)
-            except RuntimeError as err:
+            except RunFailed as err:
                 result.failed.append(str(err))
                 print(f"[{i}] {step.name} seed {seed}: FAILED {err}", flush=True)
                 continue

@@ -20,14 +20,13 @@ import argparse
 import json
 import logging
 import statistics
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import optuna
 
-from trainkit.cli import one_line_errors, setup_logging
+from trainkit.cli import RunFailed, one_line_errors, setup_logging, train_once
 from trainkit.config.recipe import load_recipe
 from trainkit.config.registry import Registry
 from trainkit.config.schema import RecipeError
@@ -49,7 +48,6 @@ from trainkit.sweep.study import (
 from trainkit.sweep.worker import refuse_selection_on_test
 
 log = logging.getLogger("trainkit")
-ROOT = Path(__file__).resolve().parent
 
 
 def make_sampler(name: str, space, trials: int, jobs: int, seed: int) -> optuna.samplers.BaseSampler:
@@ -202,15 +200,6 @@ def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
     return path
 
 
-def train_for_test(recipe: str, overrides: list[str], seed: int, runs_dir: Path, name: str) -> dict:
-    cmd = [sys.executable, str(ROOT / "train.py"), recipe, *overrides, f"train.seed={seed}",
-           f"runtime.out_dir={runs_dir}", f"runtime.run_name={name}", "runtime.progress=false"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RecipeError(f"final-test run {name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads((runs_dir / name / "summary.json").read_text())
-
-
 def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
     """The best recipe and the base recipe, trained again per seed: val (what was selected on)
     and test (reported apart) for each, and the gain of best over base."""
@@ -218,7 +207,10 @@ def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
     results: dict[str, list[dict]] = {"base": [], "best": []}
     for seed in args.final_seeds:
         for label, recipe, overrides in (("base", args.recipe, args.overrides), ("best", str(best_path), [])):
-            summary = train_for_test(recipe, overrides, seed, runs_dir, f"{label}-s{seed}")
+            try:
+                summary, _ = train_once(recipe, overrides, seed, runs_dir, f"{label}-s{seed}")
+            except RunFailed as err:
+                raise RecipeError(f"--final-test retrain: the {label} recipe failed: {err}") from None
             # val_top1: the chosen checkpoint's own val row; top1: the report split (named in "split").
             results[label].append({"seed": seed, "val": summary["val_top1"], "test": summary["top1"],
                                    "split": summary["split"], "train_s": summary["train_time_s"]})

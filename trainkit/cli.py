@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +18,26 @@ from trainkit.train.engine import NonFiniteLoss
 from trainkit.runtime.faults import PREEMPTED_EXIT, Preempted
 from trainkit.config.registry import UnknownNameError
 
+TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 USER_ERRORS = (RecipeError, DataError, CheckpointError, UnknownNameError, NonFiniteLoss)
+
+
+class RunFailed(RuntimeError):
+    """A train.py run started by another entry point (ablate.py, sweep.py) exited with an error."""
+
+
+def train_once(recipe: str, overrides: list[str], seed: int, runs_dir: Path, name: str) -> tuple[dict, float]:
+    """Run train.py in its own process as ``runs_dir/name`` with ``train.seed=seed``; its summary.json
+    and the wall time (start-up, data, training, final evaluation). RunFailed names the last error line."""
+    cmd = [sys.executable, str(TRAIN_PY), recipe, *overrides, f"train.seed={seed}",
+           f"runtime.out_dir={runs_dir}", f"runtime.run_name={name}", "runtime.progress=false"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RunFailed(f"seed {seed}: {last}")
+    return json.loads((Path(runs_dir) / name / "summary.json").read_text()), wall
 
 
 def setup_logging(quiet: bool = False) -> None:
