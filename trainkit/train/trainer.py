@@ -351,6 +351,8 @@ class Trainer:
             "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "ece": m["ece"], "samples": m["samples"],
             "balanced_accuracy": m["balanced_accuracy"], "macro_f1": m["macro_f1"],
             "per_class": per_class_table(report["classes"], m),
+            "train_class_counts": dict(zip(self.data.classes, np.bincount(self.data.splits["train"].targets,
+                                                                          minlength=len(self.data.classes)).tolist())),
             "best_val": {"metric": self.checkpointer.metric, "value": self.checkpointer.best_value,
                          "epoch": self.checkpointer.best_epoch},
             "train_time_s": self.train_seconds, "compile_s": self.compile_s,
