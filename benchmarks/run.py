@@ -109,8 +109,9 @@ def make_large_jpegs(src: Path, dst: Path, px: int, per_class: int) -> Path:
     return dst
 
 
-def interleave(sides: dict, repeats: int, label: str) -> dict[str, list[dict]]:
-    """Run every side ``repeats`` times, rotating the order each repeat; all results per side."""
+def interleave(sides: dict, repeats: int, label: str, on_repeat=None) -> dict[str, list[dict]]:
+    """Run every side ``repeats`` times, rotating the order each repeat; all results per side.
+    ``on_repeat(runs, done)`` after each complete repeat (to save what is measured so far)."""
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     names = list(sides)
     for r in range(repeats):
@@ -120,6 +121,8 @@ def interleave(sides: dict, repeats: int, label: str) -> dict[str, list[dict]]:
             runs[name].append(res)
             print(f"  {label} repeat {r + 1}/{repeats} {name}: {res['img_per_s']:.0f} img/s, "
                   f"{res['wall_s']:.1f} s wall", flush=True)
+        if on_repeat is not None:
+            on_repeat(runs, r + 1)
     return runs
 
 
@@ -221,11 +224,15 @@ def section_train(args, root: Path, tmp: Path) -> dict:
                 res.update({k: summary.get(k) for k in ("precision", "numerics_source", "numerics_probe")})
             return res
         return go
-    runs = interleave({n: side(n, c) for n, c in cmds.items()}, args.repeats, "train")
-    return {"runs": runs, "commands": {n: shown(c, tmp) for n, c in cmds.items()},
-            "timm_commit": git_head(Path(args.timm_dir)),
-            "settings": {"train_images": images, "eval_images": args.eval_images, "batch": args.batch,
-                         "threads": torch.get_num_threads(), "ceiling_steps": args.ceiling_steps}}
+    def result(runs: dict) -> dict:
+        return {"runs": runs, "commands": {n: shown(c, tmp) for n, c in cmds.items()},
+                "timm_commit": git_head(Path(args.timm_dir)),
+                "settings": {"train_images": images, "eval_images": args.eval_images, "batch": args.batch,
+                             "threads": torch.get_num_threads(), "ceiling_steps": args.ceiling_steps}}
+    # Long on a busy machine: every complete repeat is saved, so a run stopped early keeps what it measured.
+    runs = interleave({n: side(n, c) for n, c in cmds.items()}, args.repeats, "train",
+                      on_repeat=lambda runs, done: save(args, "train", result(runs), done, args.load_start))
+    return result(runs)
 
 
 def section_eval(args, root: Path, tmp: Path) -> dict:
@@ -333,7 +340,9 @@ def render(results: Path, out: Path) -> str:
         load = res["load_average"]
         lines += [f"`{res['command']}`", "",
                   f"Measured {res['measured']} on {res['machine']}; trainkit `{res['git_commit'][:12]}`; "
-                  f"{res.get('repeats', 1)} repeat(s). 1-minute load average {load[0]:.1f} at the start, "
+                  f"{res['repeats']} repeat(s)"
+                  + (f" of {res['repeats_planned']} planned (stopped early)" if res["repeats"] < res["repeats_planned"]
+                     else "") + f". 1-minute load average {load[0]:.1f} at the start, "
                   f"{load[1]:.1f} at the end"
                   + (" (the machine was shared with other jobs)." if max(load) > 1.5 else "."), "",
                   "Each side's command:", ""]
@@ -373,18 +382,24 @@ def main() -> None:
         root = Path(args.root).resolve()
         results.mkdir(parents=True, exist_ok=True)
         print(f"machine: {machine()}", flush=True)
-        argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
         for section in SECTIONS:
             if section not in only:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                load_start = os.getloadavg()[0]
+                args.load_start = os.getloadavg()[0]
                 res = globals()[f"section_{section}"](args, root, Path(tmp))
-            res.update({"section": section, "command": f"python benchmarks/run.py {argv}", "repeats": args.repeats,
-                        "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                        "git_commit": git_head(ROOT), "load_average": [load_start, os.getloadavg()[0]]})
-            (results / f"{section}.json").write_text(json.dumps(res, indent=2) + "\n")
+            save(args, section, res, args.repeats, args.load_start)
     print(render(results, Path(args.out)))
+
+
+def save(args, section: str, res: dict, repeats_done: int, load_start: float) -> None:
+    """benchmarks/results/<section>.json: the section's runs with the command and machine that made them."""
+    argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    res = {**res, "section": section, "command": f"python benchmarks/run.py {argv}", "repeats": repeats_done,
+           "repeats_planned": args.repeats,
+           "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "git_commit": git_head(ROOT), "load_average": [load_start, os.getloadavg()[0]]}
+    (Path(args.results) / f"{section}.json").write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":
