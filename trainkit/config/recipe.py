@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from trainkit.config.schema import RecipeError, from_dict, to_dict
+from trainkit.config.schema import RecipeError, did_you_mean, from_dict, to_dict
 
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -25,9 +26,38 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass(frozen=True)
+class KeyMapCfg:
+    """How a foreign weights file's tensor names become the model's (trainkit.models.importers).
+
+    ``rename`` rules (regex, replacement) apply first, in order, to every source name; then
+    ``rule`` pairs the tensors: ``as_is`` by name, ``in_order`` by position (every shape checked).
+    Source tensors matching a ``drop`` regex are ignored (e.g. an auxiliary head)."""
+    rule: str = "as_is"                   # a name in trainkit.models.importers.KEY_MAPS
+    rename: list[list[str]] = field(default_factory=list)   # [[regex, replacement], ...]
+    drop: list[str] = field(default_factory=list)           # regexes of source names to leave out
+
+    def check(self, key: str) -> None:
+        # late: the rule registry lives with the torch code that applies it
+        from trainkit.models.importers import KEY_MAPS
+
+        if self.rule not in KEY_MAPS:
+            raise RecipeError(f"{key}.rule: unknown key mapping {self.rule!r}"
+                              f"{did_you_mean(self.rule, KEY_MAPS.names())} (known: {', '.join(KEY_MAPS.names())})")
+        for i, pair in enumerate(self.rename):
+            if len(pair) != 2:
+                raise RecipeError(f"{key}.rename[{i}]: expected [regex, replacement], got {pair!r}")
+        for i, pattern in enumerate([p for p, _ in self.rename] + list(self.drop)):
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise RecipeError(f"{key}: invalid regex {pattern!r}: {err}") from None
+
+
+@dataclass(frozen=True)
 class ModelCfg:
     name: str = "resnet20_cifar"          # any timm architecture or one registered in trainkit.models.cifar
     pretrained: str | None = None         # zoo:<id> (zoo/), timm:<name>, or a local .pt/.pth/.safetensors file
+    pretrained_map: KeyMapCfg | None = None   # a foreign file's key mapping (see `python zoo.py import --help`)
     num_classes: int | None = None        # null: the data set's class count
     in_chans: int | None = None           # null: the data set's natural channels (1 grey, 3 RGB)
     drop_rate: float | None = None        # dropout before the classifier
@@ -38,6 +68,8 @@ class ModelCfg:
         from trainkit.models.build import check_model_name  # late: building imports timm's model registry
 
         check_model_name(self.name, f"{key}.name")
+        if self.pretrained_map is not None and not self.pretrained:
+            raise RecipeError(f"{key}.pretrained_map: set only with {key}.pretrained (a weights file)")
         for name, value in (("drop_rate", self.drop_rate), ("drop_path_rate", self.drop_path_rate)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise RecipeError(f"{key}.{name}: must be in [0, 1), got {value}")
@@ -358,6 +390,8 @@ class FinetuneCfg:
     head_lr_mult: float = 1.0             # the classifier's lr multiplier, on top of layer decay
     freeze_bn_stats: bool = False         # every BatchNorm normalises with (and keeps) its running statistics
     linear_probe: bool = False            # only the classifier trains; backbone and its BN statistics frozen
+    cache_features: bool = False          # frozen backbone: its features computed once per image, the head
+                                          #   trains on them (trainkit.train.feature_cache); no random augmentation
 
     def check(self, key: str) -> None:
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
@@ -373,6 +407,22 @@ class FinetuneCfg:
         if self.linear_probe and (self.freeze != "none" or self.unfreeze_after_epochs is not None):
             raise RecipeError(f"{key}.linear_probe: implies freeze=backbone for good; leave freeze and "
                               f"unfreeze_after_epochs unset")
+        if self.cache_features and not (self.linear_probe or (self.freeze == "backbone"
+                                                              and self.unfreeze_after_epochs is None)):
+            raise RecipeError(f"{key}.cache_features: needs a backbone frozen for the whole run (linear_probe: true, "
+                              f"or freeze: backbone without unfreeze_after_epochs), got freeze={self.freeze}")
+
+    def check_inputs(self, recipe: "Recipe") -> None:
+        """Cached features are valid only when every epoch feeds each image the same input and the
+        frozen backbone computes the same function (no stochastic depth)."""
+        if not self.cache_features:
+            return
+        reasons = [r for r in (check(recipe) for check in INPUT_RANDOMNESS) if r]
+        if recipe.model.drop_path_rate:
+            reasons.append(f"model.drop_path_rate={recipe.model.drop_path_rate} drops backbone blocks at random")
+        if reasons:
+            raise RecipeError(f"finetune.cache_features: refused because {reasons[0]}: the backbone would see "
+                              f"another input each epoch (turn the random augmentation off, or cache_features=false)")
 
 
 @dataclass(frozen=True)
@@ -447,7 +497,7 @@ class RuntimeCfg:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     per_device_batch: int | None = None   # null: global_batch / world size (no accumulation)
     eval_batch: int | None = None         # null: 2 x per_device_batch
-    workers: int = 2                      # DataLoader worker processes (per-sample path)
+    workers: int | Literal["auto"] = "auto"   # DataLoader worker processes (per-sample path); auto: CPUs - 1, at most 8
     pin_memory: bool | Literal["auto"] = "auto"   # auto: on with CUDA
     prefetch_factor: int = 2
     persistent_workers: bool = True
@@ -472,7 +522,7 @@ class RuntimeCfg:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RecipeError(f"{key}.{name}: must be >= 1 or null, got {value}")
-        if self.workers < 0 or self.prefetch_factor < 1 or self.log_every_steps < 1:
+        if (self.workers != "auto" and self.workers < 0) or self.prefetch_factor < 1 or self.log_every_steps < 1:
             raise RecipeError(f"{key}: workers >= 0, prefetch_factor >= 1 and log_every_steps >= 1 are required")
         if self.shard_cache_mb < 1:
             raise RecipeError(f"{key}.shard_cache_mb: must be >= 1, got {self.shard_cache_mb}")
@@ -502,6 +552,7 @@ class Recipe:
         if self.model.in_chans is not None and len(self.data.eval.mean) not in (1, self.model.in_chans):
             raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for model.in_chans={self.model.in_chans}")
         self.distill.check_inputs(self)
+        self.finetune.check_inputs(self)
         if self.loss.name == "ldam" and self.mixup.active:
             raise RecipeError("loss.name=ldam: refused with mixup/cutmix, because LDAM's margin belongs to one "
                               "true class and mixed targets have two (use ce, focal or balanced_softmax)")

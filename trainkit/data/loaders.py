@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing as mp
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -231,6 +232,15 @@ def decode_split(split: Split, transform: Callable, size: int, chans: int, on_co
 
 # ---------------------------------------------------------------- loaders
 
+def resolve_workers(workers: int | str) -> int:
+    """``auto``: one worker per CPU this process may use, less one for the training step, at most 8
+    (torch warns above the CPU count, and more workers than cores only time-slice the decode)."""
+    if workers != "auto":
+        return int(workers)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
 @dataclass(frozen=True)
 class LoaderSettings:
     """The loader keys of ``runtime:``, resolved for this process."""
@@ -244,7 +254,8 @@ class LoaderSettings:
     @classmethod
     def from_runtime(cls, rt: RuntimeCfg, batch: int, device: torch.device, train: bool) -> "LoaderSettings":
         pin = device.type == "cuda" if rt.pin_memory == "auto" else bool(rt.pin_memory)
-        return cls(batch, rt.workers, pin, rt.prefetch_factor, rt.persistent_workers, rt.drop_last and train)
+        return cls(batch, resolve_workers(rt.workers), pin, rt.prefetch_factor, rt.persistent_workers,
+                   rt.drop_last and train)
 
 
 class Loader:

@@ -10,7 +10,7 @@ import torch
 
 from trainkit.models import cifar, speednet  # noqa: F401  (register resnet*_cifar, smallcnn, speednet_cifar with timm)
 from trainkit.config.schema import RecipeError
-from trainkit.config.recipe import ModelCfg
+from trainkit.config.recipe import KeyMapCfg, ModelCfg
 
 
 def known_model(name: str) -> bool:
@@ -38,15 +38,16 @@ def build_model(cfg: ModelCfg, num_classes: int, in_chans: int) -> torch.nn.Modu
     except TypeError as err:
         raise RecipeError(f"model {cfg.name}: {err}") from None
     if cfg.pretrained:
-        load_pretrained(model, cfg.pretrained, cfg.name)
+        load_pretrained(model, cfg.pretrained, cfg.name, cfg.pretrained_map)
     return model
 
 
-def load_pretrained(model: torch.nn.Module, spec: str | Path, arch: str) -> None:
-    """Load ``zoo:<id>``, ``timm:<name>`` or a local .pt/.pth/.safetensors file into ``model`` (see trainkit.zoo.cards)."""
+def load_pretrained(model: torch.nn.Module, spec: str | Path, arch: str, key_map: KeyMapCfg | None = None) -> None:
+    """Load ``zoo:<id>``, ``timm:<name>`` or a local .pt/.pth/.safetensors file into ``model`` (see
+    trainkit.zoo.cards); ``key_map`` maps a foreign file's tensor names (model.pretrained_map)."""
     from trainkit.zoo.cards import load_weights  # late: the zoo imports this module's check_model_name
 
-    load_weights(model, str(spec), arch=arch)
+    load_weights(model, str(spec), arch=arch, key_map=key_map)
 
 
 def count_params(model: torch.nn.Module) -> int:

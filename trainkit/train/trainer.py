@@ -28,6 +28,7 @@ from trainkit.train.ema import ModelEma
 from trainkit.train.engine import TrainStep, evaluate, train_one_epoch
 from trainkit.eval.pipeline import evaluate_checkpoint
 from trainkit.runtime.faults import Preempted, StopOnSigterm
+from trainkit.train.feature_cache import HeadOnly, cache_features
 from trainkit.train.finetune import Finetuner
 from trainkit.train.distill import build_distillation
 from trainkit.train.losses import build_loss
@@ -186,6 +187,14 @@ class Trainer:
                                     param_groups=self.finetune.param_groups(recipe.optim))
         scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
         net = self.model
+        if recipe.finetune.cache_features:
+            # the frozen backbone runs once per image here; the epochs train the head on its features
+            self.train_loader, self.val_loader = cache_features(
+                self.model, data.splits, data=recipe.data, chans=plan.in_chans,
+                train_settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
+                eval_settings=LoaderSettings.from_runtime(rt, plan.eval_batch, device, False), device=device,
+                precision=plan.precision, seed=recipe.train.seed, rank=dist.rank, world=dist.world)
+            net = HeadOnly(self.model)
         if dist.enabled:
             # Frozen fine-tuning parts get no gradient while frozen; DDP must not wait for them. All
             # parameters are still trainable here, so DDP registers (and later syncs) them when unfrozen.

@@ -31,8 +31,9 @@ import yaml
 
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.config.schema import RecipeError, did_you_mean, from_dict, to_dict
-from trainkit.config.recipe import DATASETS, EvalCfg
+from trainkit.config.recipe import DATASETS, EvalCfg, KeyMapCfg
 from trainkit.config.registry import Registry
+from trainkit.models.importers import map_state_dict, package_file
 
 log = logging.getLogger("trainkit")
 
@@ -75,14 +76,11 @@ class Provenance:
     recipe_hash: str | None = None        # trainkit.config.recipe.recipe_hash of that run's resolved recipe
     third_party: str | None = None        # URL of the foreign project
     license: str | None = None
-    importer: str = "trainkit"            # how the file maps onto our model (IMPORTERS)
+    key_map: KeyMapCfg = field(default_factory=KeyMapCfg)   # how the file's tensor names become ours
 
     def check(self, key: str) -> None:
         if not self.recipe and not (self.third_party and self.license):
             raise RecipeError(f"{key}: give recipe (and recipe_hash) for our weights, or third_party and license")
-        if self.importer not in IMPORTERS:
-            raise RecipeError(f"{key}.importer: unknown importer {self.importer!r}; choose one of "
-                              f"{', '.join(IMPORTERS.names())}{did_you_mean(self.importer, IMPORTERS.names())}")
 
 
 @dataclass(frozen=True)
@@ -90,22 +88,27 @@ class WeightsRef:
     sha256: str = ""                      # of the file, lowercase hex
     path: str | None = None               # relative to the repository root (may point into ../shared)
     url: str | None = None                # public download address
+    package: str | None = None            # or an installed Python package, pinned: name==version
+    package_file: str | None = None       # the file inside it (relative to site-packages)
 
     def check(self, key: str) -> None:
         if not SHA256_RE.match(self.sha256):
             raise RecipeError(f"{key}.sha256: 64 lowercase hex digits required, got {self.sha256!r}")
-        if not self.path and not self.url:
-            raise RecipeError(f"{key}: give path, url or both")
+        if not self.path and not self.url and not self.package:
+            raise RecipeError(f"{key}: give path, url or package (with package_file)")
+        if bool(self.package) != bool(self.package_file):
+            raise RecipeError(f"{key}.package_file: give package and package_file together")
 
     @property
     def file_name(self) -> str:
-        return Path(self.path or self.url.rsplit("/", 1)[-1]).name
+        return Path(self.path or self.package_file or self.url.rsplit("/", 1)[-1]).name
 
 
 @dataclass(frozen=True)
 class Metrics:
     top1: float | None = None             # %, on dataset.split
     top5: float | None = None             # %
+    top1_restricted: float | None = None  # %, logits restricted to the data set's classes (a subset of the card's)
     samples: int | None = None            # images evaluated
     seeds: int = 1                        # training seeds the numbers summarise (1 for imported weights)
     date: str | None = None               # YYYY-MM-DD of the measurement
@@ -120,12 +123,14 @@ class ModelCard:
     architecture: str = ""                # model.name
     num_classes: int = 0
     in_chans: int = 3
-    classes: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)   # output order: names, or ids such as ImageNet synsets
+    class_names: list[str] = field(default_factory=list)   # human-readable, for display; empty: classes
     params: int = 0                       # parameter count, recomputed by the tests
     dataset: DatasetRef = field(default_factory=DatasetRef)
     source: Provenance = field(default_factory=Provenance)
     weights: WeightsRef = field(default_factory=WeightsRef)
     eval: EvalCfg = field(default_factory=EvalCfg)
+    eval_note: str = ""                   # how the eval preprocessing was established
     metrics: Metrics = field(default_factory=Metrics)
 
     def check(self, key: str) -> None:
@@ -136,6 +141,8 @@ class ModelCard:
         check_model_name(self.architecture, f"{key}architecture")
         if self.num_classes < 1 or len(self.classes) != self.num_classes:
             raise RecipeError(f"{key}classes: {len(self.classes)} names for num_classes={self.num_classes}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise RecipeError(f"{key}class_names: {len(self.class_names)} names for num_classes={self.num_classes}")
         if self.in_chans not in (1, 3) or len(self.eval.mean) not in (1, self.in_chans):
             raise RecipeError(f"{key}in_chans/eval.mean: {self.in_chans} channels with {len(self.eval.mean)} means")
 
@@ -177,10 +184,7 @@ def write_card(card: ModelCard, path: Path | None = None) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- importers (foreign layouts -> our names)
-
-IMPORTERS: Registry[Callable[[Path], dict]] = Registry("weights importer", key="source.importer")
-
+# ---------------------------------------------------------------- reading weight files
 
 def _torch_load(path: Path) -> object:
     try:
@@ -192,7 +196,6 @@ def _torch_load(path: Path) -> object:
                               f"to unpickle): {first}") from None
 
 
-@IMPORTERS.register("trainkit")
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A plain state dict (.pt/.pth/.th/.safetensors), or a trainkit checkpoint's model weights.
 
@@ -216,18 +219,6 @@ def unwrap_state_dict(state: object, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict (a mapping of tensor names to tensors)")
     return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-@IMPORTERS.register("akamaster")
-def read_akamaster(path: Path) -> dict[str, torch.Tensor]:
-    """akamaster/pytorch_resnet_cifar10 ``.th`` files: our CIFAR ResNets use its parameter names."""
-    from trainkit.models.cifar import load_akamaster_state_dict
-
-    _torch_load(path)   # the same one-line error for unreadable files
-    try:
-        return load_akamaster_state_dict(path)
-    except ValueError as err:
-        raise CheckpointError(str(err)) from None
 
 
 def checkpoint_arch(path: Path) -> str | None:
@@ -259,7 +250,7 @@ def fetch_weights(card: ModelCard) -> Path:
     """The card's weights file, verified: its local path, else the cache, else downloaded into the cache."""
     what = f"zoo:{card.id}"
     w = card.weights
-    local = ROOT / w.path if w.path else None
+    local = ROOT / w.path if w.path else package_file(w.package, w.package_file, what) if w.package else None
     cached = cache_dir() / w.sha256[:12] / w.file_name   # the hash in the folder: two versions never collide
     for candidate in (local, cached):
         if candidate is not None and candidate.is_file():
@@ -298,17 +289,20 @@ WEIGHT_SOURCES: Registry[Callable[[torch.nn.Module, str, str], None]] = Registry
                                                                                 key="model.pretrained")
 
 
-def load_weights(model: torch.nn.Module, spec: str, *, arch: str) -> None:
+def load_weights(model: torch.nn.Module, spec: str, *, arch: str, key_map: KeyMapCfg | None = None) -> None:
     """Load ``zoo:<id>``, ``timm:<name>`` or a local file into ``model`` (built as ``arch``).
 
     A head of another class count is left freshly initialised; RGB weights on a
-    model with another channel count go through timm's ``adapt_input_conv``.
+    model with another channel count go through timm's ``adapt_input_conv``. ``key_map``
+    (``model.pretrained_map``) renames a foreign local file's tensors first.
     """
     prefix, sep, rest = spec.partition(":")
+    if key_map is not None and sep and prefix in WEIGHT_SOURCES:
+        raise CheckpointError(f"model.pretrained_map: only for a local weights file; {spec} maps its own keys")
     if sep and prefix in WEIGHT_SOURCES:
         WEIGHT_SOURCES.get(prefix)(model, rest, arch)
     else:
-        _load_local(model, spec, arch)
+        _load_local(model, spec, arch, key_map)
 
 
 @WEIGHT_SOURCES.register("zoo")
@@ -318,7 +312,18 @@ def _load_zoo(model: torch.nn.Module, card_id: str, arch: str) -> None:
         raise CheckpointError(f"model.pretrained=zoo:{card_id} holds {card.architecture} weights but model.name is "
                               f"{arch}; set model.name={card.architecture}")
     path = fetch_weights(card)
-    fit_state_dict(model, IMPORTERS.get(card.source.importer)(path), f"zoo:{card_id}")
+    load_mapped(model, read_state_dict(path), card.source.key_map, f"zoo:{card_id}")
+
+
+def load_mapped(model: torch.nn.Module, state: dict[str, torch.Tensor], key_map: KeyMapCfg, what: str) -> None:
+    """``state`` renamed by ``key_map`` (trainkit.models.importers), then fitted (new head allowed)."""
+    fit_state_dict(model, map_state_dict(state, model, key_map, what, allow_shape=head_state_keys(model)), what)
+
+
+def head_state_keys(model: torch.nn.Module) -> set[str]:
+    """State-dict entries of the classifier (its parameters and buffers)."""
+    modules = {n.rsplit(".", 1)[0] for n in head_param_names(model)}
+    return {k for k in model.state_dict() if k.rsplit(".", 1)[0] in modules}
 
 
 @WEIGHT_SOURCES.register("timm")
@@ -346,14 +351,23 @@ def _load_timm(model: torch.nn.Module, name: str, arch: str) -> None:
                               f"or pass the file itself as model.pretrained=path/to/weights.safetensors") from None
 
 
-def _load_local(model: torch.nn.Module, spec: str, arch: str) -> None:
+def _load_local(model: torch.nn.Module, spec: str, arch: str, key_map: KeyMapCfg | None) -> None:
     path = Path(spec)
     if not path.is_file():
         raise CheckpointError(f"model.pretrained: file not found: {path}")
     saved_arch = checkpoint_arch(path)
     if saved_arch is not None and saved_arch != arch:
         raise CheckpointError(f"model.pretrained: {path} is a {saved_arch} checkpoint but model.name is {arch}")
-    fit_state_dict(model, read_state_dict(path), str(path))
+    if key_map is not None:
+        load_mapped(model, read_state_dict(path), key_map, str(path))
+        return
+    try:
+        fit_state_dict(model, read_state_dict(path), str(path))
+    except CheckpointError as err:
+        # a file from another code base: say how its names can be mapped
+        raise CheckpointError(f"{err}; if it is {arch} under another code base's names, map them with "
+                              f"model.pretrained_map={{rule: in_order}} or rename rules (python zoo.py import --help)"
+                              ) from None
 
 
 def _in_chans(model: torch.nn.Module) -> int:
@@ -381,7 +395,7 @@ def fit_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], what:
     if key in state and key in own and state[key].shape[1] != own[key].shape[1]:
         log.info("%s: %s adapted from %d to %d input channels", what, key, state[key].shape[1], own[key].shape[1])
         state = dict(state, **{key: adapt_input_conv(own[key].shape[1], state[key])})
-    head = {k for k in own if k.rsplit(".", 1)[0] in {n.rsplit(".", 1)[0] for n in head_param_names(model)}}
+    head = head_state_keys(model)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     body = sorted(set(mismatched) - head)
     if body:
@@ -414,35 +428,43 @@ def build_card_model(card: ModelCard, *, pretrained: bool = True) -> torch.nn.Mo
 
 def evaluate_card(card: ModelCard, *, data_root: str | None = None, split: str | None = None, batch: int = 500,
                   workers: int = 2, device: torch.device = torch.device("cpu"), precision: str = "fp32",
-                  show_progress: bool | str = "auto") -> dict:
+                  show_progress: bool | str = "auto", limit: int | None = None) -> dict:
     """Evaluate a zoo model with the card's own preprocessing on its data set (same engine as evaluate.py).
 
-    Returns the same report shape as :func:`trainkit.eval.pipeline.evaluate_checkpoint`.
+    Returns the same report shape as :func:`trainkit.eval.pipeline.evaluate_checkpoint`. ``limit``:
+    a seeded subset of that many images. When the data set's classes are a subset of the card's
+    (ImageNet synsets), the metrics are restricted-logit ones plus ``top1_all``/``top5_all``.
     """
     from trainkit.data.loaders import LoaderSettings, make_loader
-    from trainkit.data.sources import DataError, open_source, resolve_splits
+    from trainkit.data.sources import open_source, resolve_splits
+    from trainkit.eval.restricted import class_indices, evaluate_restricted
     from trainkit.train.engine import evaluate
     from trainkit.config.recipe import AugmentCfg, DataCfg
 
     split = split or card.dataset.split
     root = data_root if data_root is not None else (str(ROOT / card.dataset.root) if card.dataset.root else None)
     # holdout 0: the source's own test split is evaluated whole, never a carved hold-out
-    data = DataCfg(name=card.dataset.source, root=root, holdout_fraction=0.0, eval=card.eval)
+    data = DataCfg(name=card.dataset.source, root=root, holdout_fraction=0.0, eval=card.eval,
+                   limit_train=limit, limit_eval=limit)
     data.check("data")
     splits = resolve_splits(data, open_source(data))
     classes = list(splits["train"].classes)
-    if classes != card.classes:
-        raise DataError(f"zoo:{card.id}: the data set's classes differ from the card's "
-                        f"({len(classes)} vs {len(card.classes)} classes; is {root} the right data.root?)")
+    # a subset of the card's classes (10 ImageNet synsets for an ImageNet card): restricted-logit evaluation
+    subset = None if classes == card.classes else class_indices(card.classes, classes, f"zoo:{card.id} on {root}")
     model = build_card_model(card).to(device)
     loader = make_loader(splits[split], train=False, data=data, augment=AugmentCfg(),
                          settings=LoaderSettings(batch, workers, False, 2, False, False), chans=card.in_chans,
                          device=device, seed=0, channels_last=False)
-    meter = evaluate(model, loader, num_classes=card.num_classes, device=device, precision=precision,
-                     show_progress=show_progress, desc=f"eval zoo:{card.id} {split}")
+    desc = f"eval zoo:{card.id} {split}"
+    if subset is None:
+        metrics = evaluate(model, loader, num_classes=card.num_classes, device=device, precision=precision,
+                           show_progress=show_progress, desc=desc).compute()
+    else:
+        metrics = evaluate_restricted(model, loader, subset, device=device, precision=precision,
+                                      show_progress=show_progress, desc=desc)
     return {"checkpoint": f"zoo:{card.id}", "split": split, "epoch": None, "model": card.architecture,
             "precision": precision, "batch": batch, "classes": classes, "skipped_images": loader.skipped,
-            "recipe_hash": card.source.recipe_hash, "metrics": meter.compute()}
+            "recipe_hash": card.source.recipe_hash, "metrics": metrics}
 
 
 def with_metrics(card: ModelCard, report: dict, *, hardware: str, command: str, date: str) -> ModelCard:
@@ -450,46 +472,14 @@ def with_metrics(card: ModelCard, report: dict, *, hardware: str, command: str, 
     import dataclasses
 
     m = report["metrics"]
-    metrics = Metrics(top1=round(m["top1"], 2), top5=round(m["top5"], 2), samples=m["samples"],
-                      seeds=card.metrics.seeds, date=date, hardware=hardware, command=command)
+    if "top1_all" in m:   # restricted-logit evaluation: top1/top5 over all the card's classes, and restricted
+        metrics = Metrics(top1=round(m["top1_all"], 2), top5=round(m["top5_all"], 2),
+                          top1_restricted=round(m["top1"], 2), samples=m["samples"], seeds=card.metrics.seeds,
+                          date=date, hardware=hardware, command=command)
+    else:
+        metrics = Metrics(top1=round(m["top1"], 2), top5=round(m["top5"], 2), samples=m["samples"],
+                          seeds=card.metrics.seeds, date=date, hardware=hardware, command=command)
     return dataclasses.replace(card, metrics=metrics)
-
-
-# ---------------------------------------------------------------- importers as card factories
-
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-AKAMASTER_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
-
-
-def akamaster_card(weights_file: Path, card_id: str, architecture: str, data_root: str) -> ModelCard:
-    """A card for one of akamaster's CIFAR-10 ResNet files: checks it loads strictly, counts parameters.
-
-    ``weights_file`` and ``data_root`` are stored relative to the repository root. Metrics stay
-    empty: they are measured by ``evaluate.py zoo:<id> --update-card``, not copied from the
-    published table (which is for lossless CIFAR-10).
-    """
-    import timm
-
-    from trainkit.models import cifar  # noqa: F401
-    from trainkit.models.build import count_params
-
-    model = timm.create_model(architecture, num_classes=10, in_chans=3)
-    model.load_state_dict(read_akamaster(weights_file), strict=True)
-    depth = architecture.removeprefix("resnet").removesuffix("_cifar")
-    cfg = model.pretrained_cfg
-    return ModelCard(
-        id=card_id, architecture=architecture, num_classes=10, in_chans=3, classes=list(CIFAR10_CLASSES),
-        description=f"ResNet-{depth} (He et al. 2015, option-A shortcuts) trained on lossless CIFAR-10 by "
-                    f"akamaster/pytorch_resnet_cifar10; evaluated here on the JPEG copy of the test set.",
-        params=count_params(model),
-        dataset=DatasetRef(name="CIFAR-10 (JPEG)", source="imagefolder", root=data_root, split="test"),
-        source=Provenance(third_party="https://github.com/akamaster/pytorch_resnet_cifar10", license="BSD-2-Clause",
-                          importer="akamaster"),
-        weights=WeightsRef(sha256=sha256_file(weights_file), path=os.path.relpath(weights_file.resolve(), ROOT),
-                           url=AKAMASTER_URL + weights_file.name),
-        eval=EvalCfg(size=cfg["input_size"][-1], crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
-                     mean=list(cfg["mean"]), std=list(cfg["std"])),
-    )
 
 
 # ---------------------------------------------------------------- zoo/README.md
@@ -519,10 +509,15 @@ def readme_markdown(cards: list[ModelCard]) -> str:
     lines = [README_HEADER]
     for dataset in sorted({c.dataset.name for c in cards}):
         rows = sorted((c for c in cards if c.dataset.name == dataset), key=lambda c: -(c.metrics.top1 or -1))
-        lines += [f"## {dataset}", "", "| model | architecture | recipe / source | params | split | top-1 | top-5 |",
-                  "|---|---|---|---:|---|---:|---:|"]
+        # cards whose data set holds a subset of their classes (ImageNet models on 10 ImageNet classes)
+        restricted = any(c.metrics.top1_restricted is not None for c in rows)
+        extra = (" top-1 over all classes | top-5 over all classes | top-1, logits restricted to the data set's "
+                 "classes |", "---:|---:|---:|") if restricted else (" top-1 | top-5 |", "---:|---:|")
+        lines += [f"## {dataset}", "", f"| model | architecture | recipe / source | params | split |{extra[0]}",
+                  f"|---|---|---|---:|---|{extra[1]}"]
         lines += [f"| [{c.id}]({c.id}.yaml) | {c.architecture} | {source(c)} | {format_params(c.params)} | "
-                  f"{c.dataset.split} | {pct(c.metrics.top1)} | {pct(c.metrics.top5)} |" for c in rows]
+                  f"{c.dataset.split} | {pct(c.metrics.top1)} | {pct(c.metrics.top5)} |"
+                  + (f" {pct(c.metrics.top1_restricted)} |" if restricted else "") for c in rows]
         lines.append("")
     return "\n".join(lines)
 
