@@ -207,13 +207,18 @@ def test_no_group_lists_every_run_with_its_seed(variant_runs, tmp_path):
 
 
 def test_charts_number_points_like_the_table(variant_runs):
-    from trainkit.report.charts import accuracy_vs_time_png, legend_label, style
+    from trainkit.report.charts import accuracy_vs_time_png, common_variant, legend_label, legend_title, style
     from trainkit.report.records import annotate, group_records
     from trainkit.report.table import by_dataset, collect
 
     rows = by_dataset(group_records(annotate(collect([variant_runs]))))[FASHION]
     assert [legend_label(r) for r in rows] == ["1. quickstart: as recipe (n=2)",
                                                "2. quickstart: optim.lr=0.05 schedule.epochs=2"]
+    # keys every row of a chart shares are said once, in the legend title
+    shared = [{**r, "variant": {"schedule.epochs": 2, **r["variant"]}} for r in rows]
+    common = common_variant(shared)
+    assert common == {"schedule.epochs": 2} and legend_title(common) == "every run here: schedule.epochs=2"
+    assert [legend_label(r, common) for r in shared] == ["1. quickstart (n=2)", "2. quickstart: optim.lr=0.05"]
     styles = [tuple(style(n).values()) for n in range(1, 81)]
     assert len(set(styles)) == 80                       # every row of a big table looks different
     assert all(a[0] != b[0] and a[1] != b[1] for a, b in itertools.pairwise(styles))

@@ -13,6 +13,7 @@ import re
 import textwrap
 from pathlib import Path
 
+from trainkit.report.records import variant_text
 from trainkit.report.table import _is_number, by_dataset, format_variant
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -26,23 +27,50 @@ def style(number: int) -> dict:
     return {"color": COLOURS[i % len(COLOURS)], "marker": MARKERS[(i + i // len(COLOURS)) % len(MARKERS)]}
 
 
-def legend_label(row: dict, width: int = 48) -> str:
-    """``3. quickstart: optim.lr=0.05 (n=2)``, wrapped to ``width`` characters."""
+def common_variant(rows: list[dict]) -> dict:
+    """The variant keys every row of a chart shares (said once, in the legend title), {} when any row's is unknown."""
+    variants = [r.get("variant") for r in rows]
+    if not variants or any(v is None for v in variants):
+        return {}
+    return {k: v for k, v in variants[0].items() if all(k in o and o[k] == v for o in variants[1:])}
+
+
+def legend_label(row: dict, common: dict | None = None, width: int = 48) -> str:
+    """``3. quickstart: optim.lr=0.05 (n=2)``, without the keys in ``common``, wrapped to ``width`` characters."""
     recipe = Path(str(row.get("recipe") or "?")).stem
-    variant = format_variant(row)
-    text = f"{row['number']}. {recipe}" + ("" if variant == "-" else f": {variant}")
+    if common and row.get("variant") is not None:
+        variant = variant_text({k: v for k, v in row["variant"].items() if k not in common})
+    else:
+        variant = format_variant(row)
+        variant = "" if variant == "-" else variant
+    text = f"{row['number']}. {recipe}" + (f": {variant}" if variant else "")
     if (row.get("n") or 1) > 1:
         text += f" (n={row['n']})"
+    return _wrap(text, width)
+
+
+def legend_title(common: dict, width: int = 48) -> str | None:
+    return _wrap(f"every run here: {variant_text(common)}", width) if common else None
+
+
+def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width, subsequent_indent="    ", break_on_hyphens=False))
+
+
+def dataset_title(name: str) -> str:
+    """``Fashion-MNIST (Debian package, /usr/...)`` -> ``Fashion-MNIST``; ``ImageFolder /x/cifar10-jpeg`` ->
+    ``cifar10-jpeg (ImageFolder)``: the table's heading keeps the full description."""
+    head = name.split(" (", 1)[0]
+    if head.startswith("ImageFolder "):
+        return f"{Path(head.removeprefix('ImageFolder ').rstrip('/')).name} (ImageFolder)"
+    return head
 
 
 def dataset_slug(name: str) -> str:
     """A short file-name part for a data set: ``Fashion-MNIST (Debian ...)`` -> ``fashion-mnist``,
     ``ImageFolder /x/cifar10-jpeg`` -> ``cifar10-jpeg``."""
-    head = name.split(" (", 1)[0]
-    if head.startswith("ImageFolder "):
-        head = Path(head.removeprefix("ImageFolder ").rstrip("/")).name
-    return re.sub(r"[^a-z0-9]+", "-", head.lower()).strip("-") or "dataset"
+    return re.sub(r"[^a-z0-9]+", "-", dataset_title(name).removesuffix(" (ImageFolder)").lower()).strip("-") \
+        or "dataset"
 
 
 def _figure(width_in: float, height_in: float):
@@ -55,11 +83,11 @@ def _figure(width_in: float, height_in: float):
     return fig
 
 
-def _finish(fig, axes, path: Path) -> Path:
+def _finish(fig, axes, path: Path, legend_title: str | None = None) -> Path:
     handles, labels = axes[-1].get_legend_handles_labels()
     if handles:   # beside the axes, never over the points
         fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False,
-                   borderaxespad=0.5)
+                   borderaxespad=0.5, title=legend_title, title_fontsize=7, alignment="left")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -73,19 +101,20 @@ def accuracy_vs_time_png(rows: list[dict], path: Path, *, dataset: str, split: s
     standard deviation as an error bar for grouped rows."""
     fig = _figure(6.5, 4.2)
     ax = fig.add_subplot()
+    common = common_variant(rows)
     for row in rows:
         if not (_is_number(row.get("top1")) and _is_number(row.get("train_time_s"))):
             continue
         x, y, st = row["train_time_s"] / 60, row["top1"], style(row["number"])
         err = row.get("top1_std") if _is_number(row.get("top1_std")) else None
         ax.errorbar([x], [y], yerr=None if err is None else [err], color=st["color"], marker=st["marker"],
-                    markersize=7, linestyle="none", capsize=3, label=legend_label(row))
+                    markersize=7, linestyle="none", capsize=3, label=legend_label(row, common))
         ax.annotate(str(row["number"]), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
                     color=st["color"])
     ax.set(xlabel="training time (min)", ylabel=f"{split} top-1 (%)",
-           title=f"{_short(dataset)}: {split} top-1 vs training time")
+           title=f"{dataset_title(dataset)}: {split} top-1 vs training time")
     ax.margins(x=0.15, y=0.15)
-    return _finish(fig, [ax], path)
+    return _finish(fig, [ax], path, legend_title(common))
 
 
 def read_curves(run_dir: Path) -> list[dict]:
@@ -100,12 +129,13 @@ def curves_png(rows: list[dict], path: Path, *, dataset: str) -> Path:
     """Train loss and val top-1 per epoch; every run of a row (its seeds) in the row's colour and marker."""
     fig = _figure(10, 4.0)
     loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    common = common_variant(rows)
     for row in rows:
         st = style(row["number"])
         folders = row.get("paths") or [row.get("path")]
         for k, folder in enumerate(f for f in folders if f):
             epochs = read_curves(Path(folder))
-            label = legend_label(row) if k == 0 else None
+            label = legend_label(row, common) if k == 0 else None
             loss = [e for e in epochs if _is_number(e.get("train_loss"))]
             loss_ax.plot([e["epoch"] for e in loss], [e["train_loss"] for e in loss], color=st["color"],
                          marker=st["marker"], markersize=4, linewidth=1.2, alpha=0.85)
@@ -114,15 +144,11 @@ def curves_png(rows: list[dict], path: Path, *, dataset: str) -> Path:
                         marker=st["marker"], markersize=4, linewidth=1.2, alpha=0.85, label=label)
     from matplotlib.ticker import MaxNLocator
 
-    loss_ax.set(xlabel="epoch", ylabel="train loss", title=f"{_short(dataset)}: training loss")
+    loss_ax.set(xlabel="epoch", ylabel="train loss", title=f"{dataset_title(dataset)}: training loss")
     acc_ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="val split top-1 per epoch")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, [loss_ax, acc_ax], path)
-
-
-def _short(dataset: str, width: int = 40) -> str:
-    return dataset if len(dataset) <= width else dataset[: width - 1] + "…"
+    return _finish(fig, [loss_ax, acc_ax], path, legend_title(common))
 
 
 def write_charts(rows: list[dict], out_dir: Path, sort_by: str = "top1") -> list[Path]:

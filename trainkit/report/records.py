@@ -106,7 +106,8 @@ def annotate(records: list[dict]) -> list[dict]:
     for record, config in zip(out, resolved):
         peers = [r for r in out if same_recipe(r, record)]
         for key in EXECUTION:
-            if len({str(r.get(key)) for r in peers}) > 1:
+            said = record["variant"].get(f"train.{key}")   # train.precision=fp32 already says precision=fp32
+            if len({str(r.get(key)) for r in peers}) > 1 and said != record.get(key):
                 record["variant"] = {**record["variant"], key: record.get(key)}
         # None: no recipe.yaml to tell (an old or copied summary), which is not "as the recipe file says"
         record["variant_text"] = variant_text(record["variant"]) if config is not None or record["variant"] \
