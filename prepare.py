@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from trainkit.cli import one_line_errors
-from trainkit.data.sources import DataError, imagefolder
+from trainkit.config.recipe import DataCfg
 from trainkit.data import streaming
 from trainkit.data.packed import sha256_file, verify, write_packed
-from trainkit.config.recipe import DataCfg
+from trainkit.data.sources import DataError, imagefolder
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -74,9 +74,7 @@ def write_webdataset(args: argparse.Namespace, source, on_corrupt: str) -> int:
 def main() -> int:
     args = parse_args(sys.argv[1:])
     if args.verify is not None:
-        is_shards = "webdataset" in (args.verify / "manifest.json").read_text(errors="replace")[:200] \
-            if (args.verify / "manifest.json").is_file() else False
-        bad = streaming.verify(args.verify) if is_shards else verify(args.verify)
+        bad = streaming.verify(args.verify) if streaming.is_shard_folder(args.verify) else verify(args.verify)
         if bad:
             raise DataError(f"{args.verify}: checksum mismatch in {', '.join(bad)}")
         print(f"{args.verify}: all checksums match")

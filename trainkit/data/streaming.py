@@ -102,10 +102,23 @@ class ShardStore:
         if not self.remote:
             return Path(self.root).expanduser() / name
         path = self.cache / name
-        if path.is_file():
+        try:
             os.utime(path)          # the cache evicts by modification time: mark it used
             return path
-        return self._download(name)
+        except FileNotFoundError:
+            return self._download(name)
+
+    def open(self, name: str) -> int:
+        """A read-only descriptor on ``name``. Another process may evict a cached shard between
+        finding and opening it; then it is fetched again (an open descriptor survives eviction)."""
+        for _ in range(3):
+            try:
+                return os.open(self.path(name), os.O_RDONLY)
+            except FileNotFoundError:
+                if not self.remote:
+                    raise
+        raise DataError(f"{name}: evicted from {self.cache} right after each of 3 downloads; "
+                        "raise runtime.shard_cache_mb")
 
     def _download(self, name: str) -> Path:
         size, digest = self.expected.get(name, (0, ""))
@@ -184,7 +197,7 @@ class ShardSamples:
             return self._fds[shard]
         if len(self._fds) >= OPEN_SHARDS:
             os.close(self._fds.popitem(last=False)[1])
-        self._fds[shard] = os.open(self.store.path(self.files[shard]), os.O_RDONLY)
+        self._fds[shard] = self.store.open(self.files[shard])
         return self._fds[shard]
 
     def __getitem__(self, item):
@@ -260,6 +273,14 @@ def open_shards(root: str, *, cache_dir: str | None = None, cache_mb: int = 8192
         raise DataError(f"{root}: the shard set has no train split")
     where = f"cache {store.cache}, {cache_mb} MiB" if store.remote else "local"
     return DataSource(splits, natural_chans=3, description=f"webdataset shards {root} ({where})")
+
+
+def is_shard_folder(root: Path) -> bool:
+    """Whether ``root`` holds a manifest of this format (prepare.py --verify picks the checker by it)."""
+    try:
+        return json.loads((Path(root) / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def verify(root: str | Path) -> list[str]:
