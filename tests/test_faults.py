@@ -74,23 +74,15 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("in_memory, accum", [(True, 1), (False, 2)])
-def test_step_checkpoints_resume_mid_epoch_to_the_same_weights(folder, tmp_path, monkeypatch, in_memory, accum):
-    """Crash right after the step-4 checkpoint (mid epoch 2 of 3 steps each); resume; same weights.
-
-    With augmentation on, both serving paths: the in-memory one draws per-batch seeds, the
-    per-sample one per-sample seeds, so the skipped batches are never read."""
+def straight_then_crashed_and_resumed(recipe: Path, common: list[str], out_dir: Path, monkeypatch) -> dict:
+    """Train run ``straight``; train ``crashed`` until just after its step-4 checkpoint, crash, and
+    resume it to the end (both in ``out_dir``, one thread). Returns the checkpoint the crash left."""
     from trainkit.train.trainer import Trainer
 
-    _, recipe, *_ = tiny_recipe(folder, tmp_path, "x")
-    common = [f"runtime.out_dir={tmp_path}", "runtime.checkpoint_every_steps=2", "augment.hflip=0.5",
-              "augment.crop=pad", "augment.pad_px=2", f"data.in_memory={str(in_memory).lower()}",
-              f"runtime.per_device_batch={12 // accum}", "schedule.epochs=3"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         build_trainer(recipe, [*common, "runtime.run_name=straight"], resume=False).fit()
-
         original = Trainer.on_step
 
         def crash_after_step_4(self, epoch, micro_done):
@@ -101,12 +93,25 @@ def test_step_checkpoints_resume_mid_epoch_to_the_same_weights(folder, tmp_path,
         with pytest.raises(Crash):
             build_trainer(recipe, [*common, "runtime.run_name=crashed"], resume=False).fit()
         monkeypatch.setattr(Trainer, "on_step", original)
-        saved = load_checkpoint(tmp_path / "crashed" / "last.pt")
-        assert (saved["epoch"], saved["step_in_epoch"], saved["train_step"]["optimizer_steps"]) == (1, 1, 4)
-
+        saved = load_checkpoint(out_dir / "crashed" / "last.pt")
         build_trainer(recipe, [*common, "runtime.run_name=crashed"], resume=True).fit()
     finally:
         torch.set_num_threads(threads)
+    return saved
+
+
+@pytest.mark.parametrize("in_memory, accum", [(True, 1), (False, 2)])
+def test_step_checkpoints_resume_mid_epoch_to_the_same_weights(folder, tmp_path, monkeypatch, in_memory, accum):
+    """Crash right after the step-4 checkpoint (mid epoch 2 of 3 steps each); resume; same weights.
+
+    With augmentation on, both serving paths: the in-memory one draws per-batch seeds, the
+    per-sample one per-sample seeds, so the skipped batches are never read."""
+    _, recipe, *_ = tiny_recipe(folder, tmp_path, "x")
+    common = [f"runtime.out_dir={tmp_path}", "runtime.checkpoint_every_steps=2", "augment.hflip=0.5",
+              "augment.crop=pad", "augment.pad_px=2", f"data.in_memory={str(in_memory).lower()}",
+              f"runtime.per_device_batch={12 // accum}", "schedule.epochs=3"]
+    saved = straight_then_crashed_and_resumed(recipe, common, tmp_path, monkeypatch)
+    assert (saved["epoch"], saved["step_in_epoch"], saved["train_step"]["optimizer_steps"]) == (1, 1, 4)
     assert load_checkpoint(tmp_path / "crashed" / "last.pt")["train_step"]["optimizer_steps"] == 9
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "crashed")
     for key in a:

@@ -22,7 +22,7 @@ import webdataset as wds
 from conftest import make_image_folder
 from PIL import Image
 from test_distributed import ENV, ROOT, assert_same_weights, python, tiny_recipe, torchrun
-from test_faults import Crash, build_trainer, weights
+from test_faults import straight_then_crashed_and_resumed, weights
 
 from trainkit.config.recipe import AugmentCfg, DataCfg, RuntimeCfg
 from trainkit.data.loaders import EpochBatches, LoaderSettings, make_loader, shard_local_order
@@ -184,32 +184,13 @@ def test_train_order_covers_each_sample_once_over_ranks():
 def test_resume_mid_epoch_is_bit_identical_to_an_uninterrupted_run(shards, tmp_path, monkeypatch):
     """Crash after the step-4 checkpoint (mid epoch 2), resume: the same weights, bit for bit,
     with per-sample augmentation, 2 loader workers and a 2-shard shuffle window."""
-    from trainkit.train.trainer import Trainer
-
     folder, out = shards
     _, recipe, *_ = tiny_recipe(folder, tmp_path, "x")
     common = [f"runtime.out_dir={tmp_path}", "runtime.checkpoint_every_steps=2", "augment.hflip=0.5",
               "augment.crop=pad", "augment.pad_px=2", "data.in_memory=false", "runtime.workers=2",
               "data.format=webdataset", f"data.root={out}", "data.window_shards=2", "schedule.epochs=3"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        build_trainer(recipe, [*common, "runtime.run_name=straight"], resume=False).fit()
-        original = Trainer.on_step
-
-        def crash_after_step_4(self, epoch, micro_done):
-            original(self, epoch, micro_done)
-            if self.step.optimizer_steps == 4:
-                raise Crash
-        monkeypatch.setattr(Trainer, "on_step", crash_after_step_4)
-        with pytest.raises(Crash):
-            build_trainer(recipe, [*common, "runtime.run_name=crashed"], resume=False).fit()
-        monkeypatch.setattr(Trainer, "on_step", original)
-        saved = load_checkpoint(tmp_path / "crashed" / "last.pt")
-        assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
-        build_trainer(recipe, [*common, "runtime.run_name=crashed"], resume=True).fit()
-    finally:
-        torch.set_num_threads(threads)
+    saved = straight_then_crashed_and_resumed(recipe, common, tmp_path, monkeypatch)
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "crashed")
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -42,7 +42,28 @@ class Shard:
     count: int
 
 
-class PackedArray:
+class ProcessFds:
+    """Mixin for readers holding file descriptors in ``self._fds`` (a dict): each process (a
+    forked loader worker) opens its own, none cross a pickle, and only the opener closes them."""
+
+    def _process_fds(self) -> dict:
+        if getattr(self, "_pid", None) != os.getpid():      # new, or a forked worker: own descriptors
+            self._fds, self._pid = type(getattr(self, "_fds", {}))(), os.getpid()
+        return self._fds
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fds": type(self._fds)(), "_pid": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_pid", None) == os.getpid():
+            for fd in getattr(self, "_fds", {}).values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+class PackedArray(ProcessFds):
     """A read-only ``[N, H, W(, C)]`` uint8 array over shard files, read record by record.
 
     Supports what :class:`~trainkit.data.sources.Split` and the loaders use: ``len``,
@@ -58,7 +79,6 @@ class PackedArray:
         self.index = np.arange(total, dtype=np.int64) if index is None else index
         self._starts = np.asarray([s.first for s in shards], dtype=np.int64)
         self._fds: dict[int, int] = {}
-        self._pid = os.getpid()
 
     dtype = np.dtype(np.uint8)
 
@@ -74,11 +94,10 @@ class PackedArray:
         return len(self.index)
 
     def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():        # a forked loader worker: own descriptors, own offsets
-            self._fds, self._pid = {}, os.getpid()
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.shards[shard].path, os.O_RDONLY)
-        return self._fds[shard]
+        fds = self._process_fds()
+        if shard not in fds:
+            fds[shard] = os.open(self.shards[shard].path, os.O_RDONLY)
+        return fds[shard]
 
     def read(self, record: int) -> np.ndarray:
         shard = int(np.searchsorted(self._starts, record, side="right") - 1)
@@ -101,17 +120,6 @@ class PackedArray:
 
     def reshape(self, *shape) -> np.ndarray:
         return np.asarray(self).reshape(*shape)
-
-    def __getstate__(self) -> dict:                 # descriptors do not cross process boundaries
-        return {**self.__dict__, "_fds": {}}
-
-    def __del__(self) -> None:
-        if getattr(self, "_pid", None) == os.getpid():
-            for fd in getattr(self, "_fds", {}).values():
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
 
 def read_manifest(root: Path) -> dict:

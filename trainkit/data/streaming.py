@@ -43,7 +43,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from trainkit.data.packed import sha256_file
+from trainkit.data.packed import ProcessFds, sha256_file
 from trainkit.data.sources import DataError, DataSource, Split
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class ShardStore:
                 log.warning("%s: %s; its unreadable samples are skipped", path, what)
 
 
-class ShardSamples:
+class ShardSamples(ProcessFds):
     """The encoded images of one split, by index: what :class:`Split` holds as ``blobs``.
 
     ``samples[i]`` is sample ``i``'s bytes (``OSError`` when its shard is cut short);
@@ -179,8 +179,7 @@ class ShardSamples:
                  select: np.ndarray | None = None):
         self.store, self.files, self.index, self.window = store, files, index, window
         self.select = np.arange(len(index), dtype=np.int64) if select is None else select
-        self._fds: OrderedDict[int, int] = OrderedDict()
-        self._pid = os.getpid()
+        self._fds: OrderedDict[int, int] = OrderedDict()     # least recently used first
 
     def __len__(self) -> int:
         return len(self.select)
@@ -190,15 +189,14 @@ class ShardSamples:
         return self.index[self.select, 0]
 
     def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():        # a forked loader worker: own descriptors
-            self._fds, self._pid = OrderedDict(), os.getpid()
-        if shard in self._fds:
-            self._fds.move_to_end(shard)
-            return self._fds[shard]
-        if len(self._fds) >= OPEN_SHARDS:
-            os.close(self._fds.popitem(last=False)[1])
-        self._fds[shard] = self.store.open(self.files[shard])
-        return self._fds[shard]
+        fds = self._process_fds()
+        if shard in fds:
+            fds.move_to_end(shard)
+            return fds[shard]
+        if len(fds) >= OPEN_SHARDS:
+            os.close(fds.popitem(last=False)[1])
+        fds[shard] = self.store.open(self.files[shard])
+        return fds[shard]
 
     def __getitem__(self, item):
         if not isinstance(item, (int, np.integer)):
@@ -212,17 +210,6 @@ class ShardSamples:
     def describe(self, item: int) -> str:
         shard, offset = (int(v) for v in self.index[self.select[item], :2])
         return f"{file_url(self.store.root, self.files[shard])} (sample at byte {offset})"
-
-    def __getstate__(self) -> dict:         # descriptors do not cross process boundaries
-        return {**self.__dict__, "_fds": OrderedDict()}
-
-    def __del__(self) -> None:
-        if getattr(self, "_pid", None) == os.getpid():
-            for fd in getattr(self, "_fds", {}).values():
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
 
 def read_manifest(store: ShardStore) -> dict:
