@@ -4,6 +4,7 @@ the URL path through an HTTP server on 127.0.0.1 with a bounded cache."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import http.server
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,13 @@ def make_large_folder(root: Path, count: int, size: int) -> Path:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves quietly and counts the GET requests per path."""
+    gets: typing.ClassVar[collections.Counter] = collections.Counter()
+
+    def do_GET(self):
+        QuietHandler.gets[self.path] += 1
+        super().do_GET()
+
     def log_message(self, *args):
         pass
 
@@ -332,9 +341,14 @@ def test_the_url_path_reads_the_same_bytes_through_a_bounded_cache(tmp_path, htt
 def test_training_from_a_url_and_url_errors_are_one_line(shards, tmp_path, http_root):
     folder, out = shards
     url = http_root(out)
-    common = ["data.format=webdataset", f"data.root={url}", f"runtime.shard_cache_dir={tmp_path / 'cache'}"]
-    python(*tiny_recipe(folder, tmp_path, "url", *common, "schedule.epochs=1"))
+    common = ["data.format=webdataset", f"data.root={url}", f"runtime.shard_cache_dir={tmp_path / 'cache'}",
+              "data.in_memory=false", "runtime.workers=2"]
+    QuietHandler.gets.clear()
+    python(*tiny_recipe(folder, tmp_path, "url", *common, "schedule.epochs=2"))
     assert json.loads((tmp_path / "url" / "summary.json").read_text())["samples"] == 21
+    # Two workers, two epochs, val and test: each shard was downloaded once (the cache holds them all).
+    tars = {path: n for path, n in QuietHandler.gets.items() if path.endswith(".tar")}
+    assert len(tars) == len(list(out.glob("*.tar"))) and set(tars.values()) == {1}, tars
 
     with pytest.raises(DataError, match=rf"cannot fetch {url}/nothing/manifest.json"):
         open_source(DataCfg(root=f"{url}/nothing", format="webdataset"))

@@ -29,6 +29,7 @@ Training reads shards in a shard-local order (see ``EpochBatches``): only about
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -121,11 +122,19 @@ class ShardStore:
                         "raise runtime.shard_cache_mb")
 
     def _download(self, name: str) -> Path:
-        size, digest = self.expected.get(name, (0, ""))
-        self.make_room(size)
+        """Fetch ``name`` into the cache once per node: the loader workers and ranks that need it
+        at the same moment wait on a lock file while the first one downloads."""
         partial = self.cache.parent / f"{self.cache.name}.partial"   # outside the folder the LRU sweeps
         partial.mkdir(parents=True, exist_ok=True)
-        tmp = partial / f"{name}.{os.getpid()}"
+        with open(partial / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)                        # released when the file closes
+            if (self.cache / name).is_file():
+                return self.cache / name                            # fetched while this one waited
+            return self._fetch(name, partial / f"{name}.{os.getpid()}")
+
+    def _fetch(self, name: str, tmp: Path) -> Path:
+        size, digest = self.expected.get(name, (0, ""))
+        self.make_room(size)
         url = file_url(self.root, name)
         h = hashlib.sha256()
         try:
