@@ -4,6 +4,7 @@ CSV and JSON rows; and predict's top-1 over a split equal to evaluate.py's on th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import timm
 import torch
 from conftest import CIFAR_JPEG, WEIGHTS, require
+from helpers_distill import run_entry
 from PIL import Image
 
 from trainkit.config.recipe import EvalCfg
@@ -22,12 +24,17 @@ from trainkit.eval.predict import class_names, expand_images, predict
 from trainkit.models import cifar  # noqa: F401  (registers resnet20_cifar with timm)
 from trainkit.models.hub import LoadedModel
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def run(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, input=stdin, timeout=300, check=False)
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """predict.py's main() in this process (no interpreter start-up): (exit status, stdout, stderr)."""
+    def call(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()
+        code = run_entry("predict.py", list(args), monkeypatch)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+    return call
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +74,7 @@ def test_expand_images_folders_globs_stdin_missing(mixed_folder, tmp_path):
         [str(mixed_folder / "a.jpg"), str(mixed_folder / "sub" / "c_rgba.png"), missing]
 
 
-def test_cli_folder_with_good_broken_and_non_image_files_csv(weights, mixed_folder, tmp_path):
+def test_cli_folder_with_good_broken_and_non_image_files_csv(run, weights, mixed_folder, tmp_path):
     out = tmp_path / "preds.csv"
     done = run(weights, "--arch", "resnet20_cifar", mixed_folder, tmp_path / "missing.png", "--topk", "3",
                "--out", out)
@@ -92,7 +99,7 @@ def test_cli_folder_with_good_broken_and_non_image_files_csv(weights, mixed_fold
     assert all(r["label_1"] == "" for r in rows if r["error"])
 
 
-def test_cli_json_from_stdin_and_lines(weights, mixed_folder, tmp_path):
+def test_cli_json_from_stdin_and_lines(run, weights, mixed_folder, tmp_path):
     good = [mixed_folder / "a.jpg", mixed_folder / "sub" / "c_rgba.png"]
     out = tmp_path / "preds.json"
     done = run(weights, "--arch", "resnet20_cifar", "-", "--topk", "2", "--out", out, "--batch", "1",
@@ -134,7 +141,7 @@ def test_tta_averages_over_flips(weights, mixed_folder, tmp_path):
     assert max(abs(a - b) for a, b in zip(plain[0].probs, plain[1].probs)) > 1e-4
 
 
-def test_user_errors_are_one_line_exit_2(weights, mixed_folder, tmp_path):
+def test_user_errors_are_one_line_exit_2(run, weights, mixed_folder, tmp_path):
     for args in (["zoo:no_such_card", mixed_folder], [weights, mixed_folder],       # weights without --arch
                  [weights, "--arch", "resnet20_cifar", mixed_folder, "--out", tmp_path / "p.txt"]):
         done = run(*args)
@@ -151,7 +158,7 @@ def test_imagenet_synsets_get_names():
     assert class_names(plain) == [None, None]
 
 
-def test_predict_top1_equals_evaluate_on_the_same_split(tmp_path):
+def test_predict_top1_equals_evaluate_on_the_same_split(run, tmp_path, monkeypatch):
     """The zoo's CIFAR-10 ResNet-20 on 40 test images per class: predict.py's predictions over the split's
     files give evaluate.py's top-1 and confusion matrix exactly (the same eval preprocessing)."""
     source = require(CIFAR_JPEG) / "test"
@@ -164,10 +171,8 @@ def test_predict_top1_equals_evaluate_on_the_same_split(tmp_path):
             (root / "test" / cls / name).symlink_to(source / cls / name)
         (root / "train" / cls / "0.jpg").symlink_to(source / cls / name)
     report_dir = tmp_path / "eval"
-    done = subprocess.run([sys.executable, "evaluate.py", "zoo:cifar10_resnet20", "--data-root", str(root),
-                           "--split", "test", "--out", str(report_dir), "--workers", "0"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    assert run_entry("evaluate.py", ["zoo:cifar10_resnet20", "--data-root", root, "--split", "test", "--out",
+                                     report_dir, "--workers", "0"], monkeypatch) == 0
     metrics = json.loads((report_dir / "metrics.json").read_text())["metrics"]
     out = tmp_path / "preds.csv"
     done = run("zoo:cifar10_resnet20", root / "test", "--out", out, "--topk", "1", "--batch", "100")
