@@ -207,10 +207,10 @@ def test_epoch_end_callback_prunes_after_a_saved_epoch(folder, tmp_path):
     plan = plan_for(recipe, data, DistInfo(), torch.device("cpu"))
     trainer = Trainer(recipe, plan, data, DistInfo(), torch.device("cpu"), tmp_path / "run", None)
     reports, answers = io.StringIO(), io.StringIO("go\nprune\n")
-    trainer.epoch_end.append(PruneReporter("top1", reports, answers))
+    trainer.epoch_end.append(PruneReporter("top1", plan.epochs, reports, answers))
     last = trainer.fit()
     sent = [json.loads(line) for line in reports.getvalue().splitlines()]
-    assert [s["epoch"] for s in sent] == [1, 2] and last["epoch"] == 2
+    assert [(s["epoch"], s["last"]) for s in sent] == [(1, False), (2, False)] and last["epoch"] == 2
     assert sent[1]["value"] == last["val_top1"]
     assert trainer.stopped_early.startswith("pruned by the sweep at epoch 2")
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -230,7 +230,7 @@ class TrialRunner:
             for line in reports:
                 row = json.loads(line)
                 trial.report(row["value"], row["epoch"])
-                prune = pruned_at is None and trial.should_prune()
+                prune = pruned_at is None and not row.get("last") and trial.should_prune()
                 if prune:
                     pruned_at = row["epoch"]
                 try:

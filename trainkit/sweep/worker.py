@@ -54,13 +54,15 @@ def metric_key(metric: str) -> str:
 class PruneReporter:
     """Epoch-end callback: send {epoch, value} to the sweep, stop the run when it answers ``prune``."""
 
-    def __init__(self, metric: str, report, answers):
-        self.key, self.report, self.answers = metric_key(metric), report, answers
+    def __init__(self, metric: str, epochs: int, report, answers):
+        self.key, self.epochs, self.report, self.answers = metric_key(metric), epochs, report, answers
 
     def __call__(self, row: dict) -> None:
         if self.key not in row:       # no val evaluation this epoch (train.eval_every_epochs)
             return
-        self.report.write(json.dumps({"epoch": row["epoch"], "value": row[self.key]}) + "\n")
+        # After the last epoch there is nothing left to save: the sweep records the value, never prunes.
+        last = row["epoch"] >= self.epochs
+        self.report.write(json.dumps({"epoch": row["epoch"], "value": row[self.key], "last": last}) + "\n")
         self.report.flush()
         answer = self.answers.readline().strip()
         if answer == "prune":
@@ -107,7 +109,7 @@ def main() -> int:
     log.info("data: %s (train %d, val %d images)", data.description, plan.train_samples, plan.val_samples)
     trainer = Trainer(recipe, plan, data, dist, device, run_dir, args.recipe)
     with os.fdopen(args.report_fd, "w") as report:
-        trainer.epoch_end.append(PruneReporter(recipe.train.best_metric, report, sys.stdin))
+        trainer.epoch_end.append(PruneReporter(recipe.train.best_metric, plan.epochs, report, sys.stdin))
         last = trainer.fit()
     trainer.logger.close()
     ck = trainer.checkpointer
