@@ -79,6 +79,7 @@ def test_space_values_become_recipe_overrides(tmp_path):
     # 1e-06 is a string to YAML 1.1; the override must still be a number.
     recipe = load_recipe("recipes/quickstart.yaml", [override("optim.lr", 1e-6), override("augment.auto_augment", None)])
     assert recipe.optim.lr == 1e-6 and recipe.augment.auto_augment is None
+    assert override("loss.label_smoothing", 0.05 * 3) == "loss.label_smoothing=0.15"   # not 0.15000000000000002
     with pytest.raises(RecipeError, match="grid sampler needs discrete values"):
         space[0].grid()
 

@@ -63,7 +63,10 @@ class Dimension:
 
 def yaml_scalar(value: Any) -> str:
     """JSON is YAML (strings stay strings, null stays null), except that YAML 1.1 reads a float
-    only with a dot: 1e-06 would be a string, 1.0e-06 is a number."""
+    only with a dot: 1e-06 would be a string, 1.0e-06 is a number. Floats keep 12 significant
+    digits, so a step's low + k * step (0.15000000000000002) reaches the recipe as 0.15."""
+    if isinstance(value, float):
+        value = float(f"{value:.12g}")
     text = json.dumps(value)
     if isinstance(value, float) and "e" in text and "." not in text:
         text = text.replace("e", ".0e", 1)
