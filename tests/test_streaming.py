@@ -375,3 +375,22 @@ def test_a_weighted_draw_from_shards_is_the_same_draw_read_window_by_window():
     def shard_switches(order):
         return sum(groups[a] != groups[b] for a, b in itertools.pairwise(order))
     assert shard_switches(local.indices()) < shard_switches(plain.indices())
+
+
+def test_a_new_upload_under_the_same_url_is_fetched_again(shards, tmp_path, http_root):
+    """The cache names files by their sha256: shards rewritten in another order under the same URL
+    (same file names, new manifest) are read from the new upload, not from the old copies."""
+    folder, out = shards
+    served = tmp_path / "served"
+    shutil.copytree(out, served)
+    url, rt = http_root(served), RuntimeCfg(shard_cache_dir=str(tmp_path / "cache"))
+
+    def read_all(source):
+        split = source.splits["train"]
+        return [(split.blobs[i], int(split.targets[i])) for i in range(len(split))]
+    old = read_all(open_source(DataCfg(root=url, format="webdataset"), rt))
+    shutil.rmtree(served)
+    python("prepare.py", folder, served, "--format", "webdataset", "--shard-mb", 0.004, "--workers", 0, "--seed", 1)
+    new = read_all(open_source(DataCfg(root=url, format="webdataset"), rt))
+    assert new == read_all(open_source(DataCfg(root=str(served), format="webdataset"))) and new != old
+    assert sorted(new) == sorted(old)                           # the same images, in another order

@@ -72,7 +72,7 @@ class ShardStore:
     def __init__(self, root: str, *, cache_dir: str | None = None, cache_mb: int = 8192,
                  on_corrupt: str = "error"):
         self.root, self.remote, self.on_corrupt = root, is_url(root), on_corrupt
-        self.expected: dict[str, tuple[int, str]] = {}     # file -> (bytes, sha256), from the manifest
+        self.expected: dict[str, tuple[int, str]] = {}     # file -> (bytes or -1, sha256), from the manifest
         self.cache_bytes = cache_mb << 20
         if self.remote:
             default = DEFAULT_CACHE / hashlib.sha1(root.encode()).hexdigest()[:12]
@@ -102,7 +102,7 @@ class ShardStore:
         """A local path holding ``name``: the file itself, or a checked copy in the cache."""
         if not self.remote:
             return Path(self.root).expanduser() / name
-        path = self.cache / name
+        path = self.cached(name)
         try:
             os.utime(path)          # the cache evicts by modification time: mark it used
             return path
@@ -121,6 +121,11 @@ class ShardStore:
         raise DataError(f"{name}: evicted from {self.cache} right after each of 3 downloads; "
                         "raise runtime.shard_cache_mb")
 
+    def cached(self, name: str) -> Path:
+        """The cache's name for ``name`` starts with its sha256: a new upload under the same URL
+        (a new manifest) is fetched again, never mixed with an old copy."""
+        return self.cache / f"{self.expected.get(name, (-1, 'unknown'))[1][:16]}-{name}"
+
     def _download(self, name: str) -> Path:
         """Fetch ``name`` into the cache once per node: the loader workers and ranks that need it
         at the same moment wait on a lock file while the first one downloads."""
@@ -128,13 +133,13 @@ class ShardStore:
         partial.mkdir(parents=True, exist_ok=True)
         with open(partial / f"{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)                        # released when the file closes
-            if (self.cache / name).is_file():
-                return self.cache / name                            # fetched while this one waited
+            if self.cached(name).is_file():
+                return self.cached(name)                            # fetched while this one waited
             return self._fetch(name, partial / f"{name}.{os.getpid()}")
 
     def _fetch(self, name: str, tmp: Path) -> Path:
-        size, digest = self.expected.get(name, (0, ""))
-        self.make_room(size)
+        size, digest = self.expected.get(name, (-1, ""))
+        self.make_room(max(size, 0))
         url = file_url(self.root, name)
         h = hashlib.sha256()
         try:
@@ -146,15 +151,15 @@ class ShardStore:
             tmp.unlink(missing_ok=True)
             raise DataError(f"cannot fetch {url}: {' '.join(str(err).split())[:300]}") from None
         got = tmp.stat().st_size
-        if digest and (got != size or h.hexdigest() != digest):
+        if digest and ((size >= 0 and got != size) or h.hexdigest() != digest):
             if self.on_corrupt == "error":
                 tmp.unlink(missing_ok=True)
                 raise DataError(f"{url}: {got} bytes with sha256 {h.hexdigest()[:12]}, the manifest says {size} "
                                 f"bytes, {digest[:12]}; re-upload it or set data.on_corrupt=skip")
             log.warning("%s: %d bytes, not %d as in the manifest; unreadable samples are skipped", url, got, size)
         self.cache.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, self.cache / name)
-        return self.cache / name
+        os.replace(tmp, self.cached(name))
+        return self.cached(name)
 
     def make_room(self, incoming: int) -> None:
         """Delete least recently used cached files until ``incoming`` more bytes fit under the bound.
@@ -165,6 +170,8 @@ class ShardStore:
     def check_local(self) -> None:
         """Local shards: a size that differs from the manifest's is an error, or (skip) a warning."""
         for name, (size, _) in self.expected.items():
+            if size < 0:
+                continue                    # an index: checked by its sha256 when loaded
             path = self.path(name)
             got = path.stat().st_size if path.is_file() else -1
             if got != size:
@@ -249,6 +256,7 @@ def open_shards(root: str, *, cache_dir: str | None = None, cache_mb: int = 8192
     manifest = read_manifest(store)
     for info in manifest["splits"].values():
         store.expected.update({s["file"]: (s["bytes"], s["sha256"]) for s in info["shards"]})
+        store.expected[info["index"]] = (-1, info["index_sha256"])
     if store.remote:
         largest = max(s["bytes"] for info in manifest["splits"].values() for s in info["shards"])
         need_mb = -(-2 * window_shards * largest // 2**20)
