@@ -25,7 +25,7 @@ def fake_run(parent: Path, name: str, recipe: str, seed: int, recall: list[float
     summary = {"run": name, "recipe": f"recipes/{recipe}.yaml", "recipe_hash": "abc", "model": r.model.name,
                "split": "test", "samples": 40, "top1": top1, "balanced_accuracy": sum(recall) / 4, "macro_f1": 50.0,
                "per_class": per_class, "train_class_counts": COUNTS, "precision": "bf16",
-               "best_val": {"metric": "balanced_accuracy", "value": 60.0 + seed, "epoch": 3},
+               "selected_on": "val", "best_val": {"metric": "balanced_accuracy", "value": 60.0 + seed, "epoch": 3},
                "train_time_s": 600.0, "img_per_s": 100.0, "hardware": "cpu", "torch": "2", "git_commit": "abc"}
     (run / "summary.json").write_text(json.dumps(summary))
     return run
@@ -45,7 +45,7 @@ def test_records_and_table(tmp_path):
     assert done.returncode == 0, done.stderr
     rec = json.loads((out / "cifar10_lt_resnet32_ldam_drw-seed0.json").read_text())
     assert rec["test"]["tail_recall"] == (70.0 + 60.0 + 50.0) / 3      # the 3 classes with fewest images
-    assert rec["selected_on"] == {"split": "val", "metric": "balanced_accuracy", "value": 60.0, "epoch": 3}
+    assert rec["selected_on"] == {"rule": "val", "metric": "balanced_accuracy", "value": 60.0, "epoch": 3}
     assert rec["loss"]["name"] == "ldam" and rec["model_kwargs"] == {"cosine_classifier": True}
     done = tool("table", out)
     assert done.returncode == 0, done.stderr

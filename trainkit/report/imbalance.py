@@ -55,7 +55,8 @@ def record_from_run(run_dir: Path) -> dict:
         "global_batch": recipe["train"]["global_batch"], "precision": summary["precision"],
         "imbalance": recipe["data"]["imbalance"], "sampler": recipe["data"].get("sampler", "shuffle"),
         "train_images": sum(counts.values()), "train_class_counts": counts,
-        "selected_on": {"split": "val", **summary["best_val"]},
+        # what chose the tested checkpoint: "val" (best.pt by best_val's metric) or "last"
+        "selected_on": {"rule": summary.get("selected_on", "val"), **summary["best_val"]},
         "test": {"split": summary["split"], "samples": summary["samples"], "top1": summary["top1"],
                  "balanced_accuracy": summary["balanced_accuracy"], "macro_f1": summary["macro_f1"],
                  "tail_recall": statistics.fmean(recall[name] or 0.0 for name in rare), "per_class_recall": recall},
@@ -122,7 +123,8 @@ def to_markdown(records: Iterable[dict], published: dict[str, tuple[float, str]]
         rs = sorted(rs, key=lambda r: r["seed"])
         t = [r["test"] for r in rs]
         ref = published.get(name)
-        val = "; ".join(f"{r['selected_on']['value']:.2f} @ {r['selected_on']['epoch']}" for r in rs)
+        val = "; ".join(f"{r['selected_on']['value']:.2f} @ {r['selected_on']['epoch']}"
+                        if r["selected_on"]["rule"] == "val" else "last epoch" for r in rs)
         bal = statistics.fmean(x["balanced_accuracy"] for x in t)
         rows.append((bal, f"| {name} | {_loss_text(rs[0]['loss'])} | {', '.join(str(r['seed']) for r in rs)} "
                           f"| {_mean_std([x['top1'] for x in t])} | {_mean_std([x['balanced_accuracy'] for x in t])} "
