@@ -58,6 +58,7 @@ def test_records_and_table(tmp_path):
     assert "ldam (class_weights=effective_number, reweight_from_epoch=1)" in rows[0]
     assert "76.36" not in md and "12 epochs" not in md
     assert "epochs multistep" in md and "524 images (400, 100, 20, 4 per class" in md
+    assert "top-1 equals balanced accuracy" in md      # every test class has 10 images
 
 
 def test_not_a_run_folder_is_one_line(tmp_path):

@@ -59,7 +59,8 @@ def record_from_run(run_dir: Path) -> dict:
         "selected_on": {"rule": summary.get("selected_on", "val"), **summary["best_val"]},
         "test": {"split": summary["split"], "samples": summary["samples"], "top1": summary["top1"],
                  "balanced_accuracy": summary["balanced_accuracy"], "macro_f1": summary["macro_f1"],
-                 "tail_recall": statistics.fmean(recall[name] or 0.0 for name in rare), "per_class_recall": recall},
+                 "tail_recall": statistics.fmean(recall[name] or 0.0 for name in rare), "per_class_recall": recall,
+                 "per_class_samples": {name: c["samples"] for name, c in summary["per_class"].items()}},
         "train_time_s": summary["train_time_s"], "img_per_s": summary.get("img_per_s"),
         "hardware": summary["hardware"], "torch": summary["torch"], "git_commit": summary["git_commit"],
     }
@@ -140,6 +141,9 @@ def to_markdown(records: Iterable[dict], published: dict[str, tuple[float, str]]
         f"Training set: {first['train_images']} images ({counts} per class; data.imbalance "
         f"{json.dumps(first['imbalance'], sort_keys=True)}); val: a balanced split drawn before the long tail; "
         f"test: the balanced test/ split ({first['test']['samples']} images), never used for selection.",
+        *(["On a test split with the same number of images per class, top-1 equals balanced accuracy; macro-F1 "
+           "and tail recall tell the methods apart further."]
+          if len(set(first["test"].get("per_class_samples", {}).values())) == 1 else []),
         f"Hardware: {first['hardware']}, torch {first['torch']}, commit {first['git_commit']}.",
         "Published: lossless CIFAR-10, 200 epochs (Cao et al. 2019, table 2); compare orderings and gaps, "
         "not absolute numbers.",
