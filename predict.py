@@ -23,7 +23,15 @@ from tqdm import tqdm
 
 from trainkit.cli import one_line_errors
 from trainkit.data.sources import DataError
-from trainkit.eval.predict import OUT_FORMATS, expand_images, format_line, iter_predictions, resolve, write_predictions
+from trainkit.eval.predict import (
+    OUT_FORMATS,
+    default_batch,
+    expand_images,
+    format_line,
+    iter_predictions,
+    resolve,
+    write_predictions,
+)
 from trainkit.runtime.distributed import pick_device
 
 
@@ -33,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("images", nargs="+", metavar="IMAGES", help="files, folders, globs, or - (paths on stdin)")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--out", type=Path, help="write one row per image to a .csv or .json file instead of printing")
-    p.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--batch", type=int, help="images per forward pass (default 256 up to 64 px, 32 above)")
     p.add_argument("--tta", action="store_true", help="average the softmax over horizontal flips")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -48,7 +56,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.out is not None and args.out.suffix not in OUT_FORMATS:
         raise DataError(f"--out {args.out}: give a file ending in {' or '.join(OUT_FORMATS)}")
     for name in ("topk", "batch"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise DataError(f"--{name} {getattr(args, name)}: must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda: no CUDA device is available (use --device auto or cpu)")
@@ -67,8 +75,9 @@ def main() -> int:
     loaded = resolve(args.model, args.arch)
     start = time.perf_counter()
     preds, failed = [], 0
-    workers = args.workers if len(paths) > args.batch else 0   # one batch: not worth starting processes
-    for pred in iter_predictions(loaded, paths, topk=args.topk, batch=args.batch, tta=args.tta, device=device,
+    batch = args.batch or default_batch(loaded)
+    workers = args.workers if len(paths) > batch else 0   # one batch: not worth starting processes
+    for pred in iter_predictions(loaded, paths, topk=args.topk, batch=batch, tta=args.tta, device=device,
                                  precision=args.precision, workers=workers, show_progress="auto"):
         if not pred.ok:
             failed += 1
