@@ -80,7 +80,7 @@ def main() -> int:
         if recipe.runtime.threads:
             torch.set_num_threads(recipe.runtime.threads)
         seed_everything(recipe.train.seed, recipe.train.deterministic, device, recipe.runtime.cudnn_benchmark)
-        data = prepare_data(recipe)
+        data = prepare_data(recipe, dry_run=args.print_only)
         # A resumed run keeps the precision and layout its checkpoint was trained with.
         saved_plan = load_checkpoint(ckpt_path)["plan"] if ckpt_path is not None else None
         plan = plan_for(recipe, data, dist, device, saved_plan=saved_plan, probe=not args.print_only)

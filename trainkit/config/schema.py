@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -86,10 +88,14 @@ def convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value) or abs(value) >= 2.0**63:   # YAML's .nan/.inf, or 1e308
+            raise RecipeError(f"{key}: expected a finite number of sensible size, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise RecipeError(f"{key}: expected an integer, got {value!r}")
+        if not -2**63 <= value < 2**63:   # torch (seeds, thread counts) takes 64-bit integers at most
+            raise RecipeError(f"{key}: {value} is out of range (a 64-bit integer)")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -125,6 +131,22 @@ def from_dict(cls: type, data: Any, key: str) -> Any:
     if check is not None:
         check(key)
     return obj
+
+
+NAME_MAX, PATH_MAX = 255, 4096   # Linux: bytes per path component, per path
+
+
+def check_path(value: str | None, key: str) -> None:
+    """A path-like recipe string the file system can hold: no component over 255 bytes, no NUL
+    (otherwise the first os call fails with "File name too long" far from the key that caused it)."""
+    if value is None:
+        return
+    raw = os.fsencode(value)
+    longest = max((len(part) for part in raw.split(b"/")), default=0)
+    if b"\0" in raw or longest > NAME_MAX or len(raw) > PATH_MAX:
+        shown = value if len(value) <= 60 else value[:60] + "..."
+        raise RecipeError(f"{key}: not a usable path ({len(raw)} bytes, longest name {longest} bytes; the limits "
+                          f"are {NAME_MAX} per name, {PATH_MAX} in all, no NUL): {shown!r}")
 
 
 def to_dict(obj: Any) -> Any:

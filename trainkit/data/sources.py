@@ -96,8 +96,14 @@ def _scan_folder(split_dir: Path, name: str, classes: tuple[str, ...] | None) ->
 
 @SOURCES.register("imagefolder")
 def imagefolder(cfg: DataCfg) -> DataSource:
+    if not cfg.root:   # a recipe without a data: section never ran DataCfg's own check
+        raise DataError("data.root: required for data.name=imagefolder (a folder with train/ and val/ or test/)")
     root = Path(cfg.root).expanduser()
-    if not root.is_dir():
+    try:
+        found = root.is_dir()
+    except OSError as err:   # no permission, a name too long
+        raise DataError(f"data.root {root}: {err.strerror}") from None
+    if not found:
         raise DataError(f"data root not found: {root} (set data.root= to a folder with train/ and val/ or test/)")
     if not (root / "train").is_dir():
         raise DataError(f"{root} has no train/ folder (expected train/<class>/<image> and val/ or test/)")

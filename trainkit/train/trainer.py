@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from trainkit.train.callbacks import Checkpointer, RunLogger, StopTraining, peak
 from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader, use_in_memory
-from trainkit.data.sources import Split, open_source, report_split, resolve_splits, val_is_test
+from trainkit.data.sources import DataError, Split, open_source, report_split, resolve_splits, val_is_test
 from trainkit.runtime.distributed import DistInfo, barrier, convert_sync_batchnorm
 from trainkit.train.ema import ModelEma
 from trainkit.train.engine import TrainStep, evaluate, train_one_epoch
@@ -91,8 +92,16 @@ class Data:
     description: str
 
 
-def prepare_data(recipe: Recipe) -> Data:
-    source = open_source(recipe.data, recipe.runtime)
+def prepare_data(recipe: Recipe, *, dry_run: bool = False) -> Data:
+    """The splits a recipe names. ``dry_run`` (train.py --print): read only what is on disk;
+    never download, so nothing is written (torchvision creates its folders to download into)."""
+    if not dry_run:
+        source = open_source(recipe.data, recipe.runtime)
+    else:
+        try:
+            source = open_source(dataclasses.replace(recipe.data, download=False), recipe.runtime)
+        except DataError as err:
+            raise DataError(f"{err} (--print never downloads)" if recipe.data.download else str(err)) from None
     splits = resolve_splits(recipe.data, source)
     in_chans = recipe.model.in_chans or source.natural_chans
     return Data(splits, splits["train"].classes, in_chans, source.description)
