@@ -25,12 +25,14 @@ import torch
 import yaml
 
 from conftest import make_image_folder
-from trainkit.config.recipe import load_recipe, load_tree, recipe_dict
+from trainkit.config.recipe import DataCfg, load_recipe, load_tree, recipe_dict
+from trainkit.data import streaming
+from trainkit.data.sources import imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "recipes").glob("*.yaml"))
-# The default run: 1,200 mutations over the shipped recipes (about a minute on 2 shared cores);
-# the slow run (CI's pytest -m slow): 500 mutations of each shipped recipe.
+# The default run: 1,200 mutations over the shipped recipes (about a minute on 2 cores); the
+# slow run (CI's pytest -m slow): 500 mutations of each shipped recipe.
 QUICK_CASES = -(-1200 // len(SHIPPED))
 DEEP_CASES = 500
 LONG = "a" * 300                      # longer than any file name (255 bytes) may be
@@ -60,10 +62,10 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def data_roots(tmp_path_factory) -> dict[str, Path]:
-    """An ImageFolder large enough for every shipped global batch (1,200 train images of 4 px, 10
+    """An ImageFolder large enough for every shipped global batch (2,000 train images of 4 px, 10
     classes) and a torchvision-layout Fashion-MNIST of 1,200 + 50 images, both tiny on disk."""
     base = tmp_path_factory.mktemp("fuzz-data")
-    folder = make_image_folder(base / "folder", classes=tuple(f"c{i}" for i in range(10)), per_class=(120, 5),
+    folder = make_image_folder(base / "folder", classes=tuple(f"c{i}" for i in range(10)), per_class=(200, 5),
                                size=4)
     raw = base / "tv" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
@@ -71,7 +73,10 @@ def data_roots(tmp_path_factory) -> dict[str, Path]:
     for prefix, n in (("train", 1200), ("t10k", 50)):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))   # torchvision's names
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
-    return {"imagefolder": folder, "fashion_mnist": base / "tv"}
+    shards = base / "shards"                # the same images as webdataset shards (data.format: webdataset)
+    streaming.write_shards(imagefolder(DataCfg(root=str(folder))), folder, shards, shard_mb=1, workers=0,
+                           log=lambda *a: None)
+    return {"imagefolder": folder, "fashion_mnist": base / "tv", "webdataset": shards}
 
 
 # ---------------------------------------------------------------- mutations
@@ -253,8 +258,8 @@ def test_mutated_recipes_end_in_exit_0_or_one_error_line(shipped, cases, data_ro
     name = f"fuzz_{shipped.name}"
     target = recipes / name
 
-    tree = load_tree(shipped)               # only to learn the data set kind
-    kind = (tree.get("data") or {}).get("name", "imagefolder")
+    data = load_tree(shipped).get("data") or {}     # only to learn the data set kind
+    kind = "webdataset" if data.get("format") == "webdataset" else data.get("name", "imagefolder")
     original = yaml.safe_load(shipped.read_text())
     original.setdefault("data", {})
     if kind in data_roots:

@@ -542,6 +542,7 @@ class RuntimeCfg:
             raise RecipeError(f"{key}.threads: at most {MAX_THREADS}, got {self.threads}")
         check_path(self.out_dir, f"{key}.out_dir")
         check_path(self.run_name, f"{key}.run_name")
+        check_path(self.shard_cache_dir, f"{key}.shard_cache_dir")
 
 
 @dataclass(frozen=True)
