@@ -158,9 +158,10 @@ def main() -> int:
                                      tta_flip=args.tta, tta_sizes=args.tta_sizes)
         if dist.is_main:
             tag = ("-ema" if report["weights"] == "ema" else "") + ("-tta" if args.tta or args.tta_sizes else "")
-            out = args.out or ckpt.parent / "eval" / f"{args.split}-{ckpt.stem}{tag}"
+            # report["split"]: the split actually read (val on a set without a test split)
+            out = args.out or ckpt.parent / "eval" / f"{report['split']}-{ckpt.stem}{tag}"
             write_report(report, out)
-            print(f"{report['model']} {ckpt} [{args.split}]: {format_metrics(report['metrics'])}")
+            print(f"{report['model']} {ckpt} [{report['split']}]: {format_metrics(report['metrics'])}")
             print(f"report: {out}")
         return 0
     finally:

@@ -61,8 +61,9 @@ def test_without_a_test_split_the_final_figure_is_labelled_val(folders, tmp_path
     summary, log = train(folders["with_val"], tmp_path, "r", monkeypatch)
     assert summary["split"] == "val" and summary["selected_on"] == "val" and summary["checkpoint"] == "best.pt"
     assert "no test split" in log
-    # evaluate.py's default split ("test") on such a set reads val, and says so
-    report = evaluate_checkpoint(tmp_path / "r" / "best.pt", show_progress=False)
+    # evaluate.py's default split ("test") on such a set reads val, and names it so
+    assert run_entry("evaluate.py", [tmp_path / "r", "--workers", "0"], monkeypatch) == 0
+    report = json.loads((tmp_path / "r" / "eval" / "val-best" / "metrics.json").read_text())
     assert report["split"] == "val" and report["metrics"]["top1"] == summary["top1"]
     # compare.py's table carries the split column
     assert run_entry("compare.py", [tmp_path, "--out", tmp_path / "table", "--no-charts"], monkeypatch) == 0
