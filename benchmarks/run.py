@@ -126,6 +126,11 @@ def interleave(sides: dict, repeats: int, label: str, on_repeat=None) -> dict[st
     return runs
 
 
+def rate(x: float) -> str:
+    """img/s as printed: a decimal below 100 (a busy machine's figures are small)."""
+    return f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
 def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -272,7 +277,7 @@ def render_pairs(res: dict) -> list[str]:
     lines = ["| benchmark | ours img/s | reference img/s | ratio | ours wall s | reference wall s |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
-        lines.append(f"| {r['name']} | {r['ours']:.0f} | {r['reference']:.0f} | {r['ours'] / r['reference']:.2f}x | "
+        lines.append(f"| {r['name']} | {rate(r['ours'])} | {rate(r['reference'])} | {r['ours'] / r['reference']:.2f}x | "
                      f"{r['ours_wall_s']:.1f} | {r['reference_wall_s']:.1f} |")
     for r in res["rows"]:
         if "decode_s" in r:
@@ -291,15 +296,15 @@ def render_train(res: dict) -> list[str]:
              "| side | precision | img/s | wall s | vs timm train.py | vs ceiling (same precision) |",
              "|---|---|---:|---:|---:|---:|"]
     for name, rs in runs.items():
-        rate = median(rs, "img_per_s")
+        speed = median(rs, "img_per_s")
         if name.startswith("ceiling"):
-            lines.append(f"| {name} (bare step, synthetic tensors) | {rs[0]['precision']} | {rate:.0f} | "
+            lines.append(f"| {name} (bare step, synthetic tensors) | {rs[0]['precision']} | {rate(speed)} | "
                          f"{median(rs, 'wall_s'):.1f} | | 1.00x |")
             continue
         precisions = sorted({r.get("precision") or ("fp32" if "fp32" in name else "bf16") for r in rs})
         prec = "/".join(precisions)
-        vs_ceiling = f"{rate / ceiling[prec]:.2f}x" if prec in ceiling else ""
-        lines.append(f"| {name} | {prec} | {rate:.0f} | {median(rs, 'wall_s'):.1f} | {rate / timm_best:.2f}x | "
+        vs_ceiling = f"{speed / ceiling[prec]:.2f}x" if prec in ceiling else ""
+        lines.append(f"| {name} | {prec} | {rate(speed)} | {median(rs, 'wall_s'):.1f} | {speed / timm_best:.2f}x | "
                      f"{vs_ceiling} |")
     lines += ["", "img/s: training images / the process's wall time (interpreter start-up, imports, our one-time "
               "JPEG decode, DataLoader worker start-up, the end-of-run evaluation: all inside the clock). "

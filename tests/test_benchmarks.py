@@ -43,7 +43,7 @@ def test_each_section_renders_from_its_own_file_and_missing_ones_say_so(tmp_path
     text = run.render(results, tmp_path / "B.md")
     assert (tmp_path / "B.md").read_text() == text
     # Medians over the repeats: ours 2560 / 100 s = 25.6 img/s; timm 20 -> 1.28x; ceiling 40 -> 0.64x.
-    assert "| ours train.py, bf16 | bf16 | 26 | 100.0 | 1.28x | 0.64x |" in text
+    assert "| ours train.py, bf16 | bf16 | 25.6 | 100.0 | 1.28x | 0.64x |" in text
     assert "| data pipeline, CIFAR-10 JPEG 32 px | 3000 | 1000 | 3.00x | 10.0 | 30.0 |" in text
     assert "3 repeat(s). 1-minute load average 0.5 at the start, 0.7 at the end." in text
     assert "`aa4b5850c154`" in text and "- timm train.py -j 1: `cmd timm train.py -j 1`" in text
@@ -52,7 +52,7 @@ def test_each_section_renders_from_its_own_file_and_missing_ones_say_so(tmp_path
     # A re-run of one section replaces that section only.
     write_train(results, [50.0, 50.0, 50.0])
     again = run.render(results, tmp_path / "B.md")
-    assert "| ours train.py, bf16 | bf16 | 51 | 50.0 | 2.56x | 1.28x |" in again
+    assert "| ours train.py, bf16 | bf16 | 51.2 | 50.0 | 2.56x | 1.28x |" in again
     assert again.split("## Training")[0] == text.split("## Training")[0]
 
 
