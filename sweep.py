@@ -44,6 +44,7 @@ from trainkit.sweep.study import (
     default_storage,
     fail_dead_local_trials,
     open_storage,
+    requeue_interrupted,
 )
 from trainkit.sweep.worker import refuse_selection_on_test
 
@@ -144,6 +145,9 @@ def main() -> int:
     if failed:
         log.info("trials %s were running when their sweep died: marked failed, re-queued with the same parameters",
                  failed)
+    interrupted = requeue_interrupted(study)
+    if interrupted:
+        log.info("trials %s were interrupted (Ctrl-C or a signal): re-queued with the same parameters", interrupted)
     done = counted(study.get_trials(deepcopy=False))
     log.info("study %r in %s: %d of %d trials done; run folders in %s", name, storage_url, done, args.trials,
              out / "trials")
@@ -158,11 +162,16 @@ def main() -> int:
         shown = f"val {metric} {t.user_attrs['value']:.2f}" if t.user_attrs.get("value") is not None else ""
         log.info("trial %d %s %s %s (%.0f s)", t.number, t.state.name.lower(), shown,
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()), t.user_attrs.get("wall_s", 0))
+        requeue_interrupted(study)   # e.g. a training process the OOM killer ended: run it again
         write_tables(study, space, out, header, metric)   # after every trial: a killed sweep leaves a table
 
-    if done < args.trials:
+    while done < args.trials:
         study.optimize(runner, n_trials=args.trials - done, n_jobs=args.jobs, catch=(TrialFailed,),
                        callbacks=[after_trial, StopAtBudget(args.trials)])
+        done = counted(study.get_trials(deepcopy=False))
+        # Another round only for re-queued interrupted trials (their first try used up a slot of n_trials).
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            break
     table = write_tables(study, space, out, header, metric)
     best_path = write_best_recipe(study, args.recipe, args.overrides, out / "best_recipe.yaml")
     plots = write_plots(study, out / "plots", metric)

@@ -22,6 +22,7 @@ from trainkit.config.recipe import load_recipe
 from trainkit.config.schema import RecipeError
 from trainkit.runtime.distributed import DistInfo
 from trainkit.sweep.space import check_space, load_space, override
+from trainkit.sweep.study import counted, requeue_interrupted
 from trainkit.sweep.worker import PruneReporter
 from trainkit.train.trainer import Trainer, plan_for, prepare_data
 
@@ -216,3 +217,23 @@ def test_epoch_end_callback_prunes_after_a_saved_epoch(folder, tmp_path):
     assert trainer.stopped_early.startswith("pruned by the sweep at epoch 2")
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "run" / "last.pt").exists()     # the stopped epoch was saved before the stop
+
+
+def test_interrupted_trial_is_requeued_once_and_not_counted(tmp_path):
+    """A trial ended by Ctrl-C or a signal (marked interrupted) is re-run with its parameters; the
+    budget counts the re-run, not the interrupted try."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    dist = {"optim.lr": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)}
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, value=50.0,
+                                        params={"optim.lr": 0.1}, distributions=dist))
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL, params={"optim.lr": 0.3},
+                                        distributions=dist, user_attrs={"interrupted": True}))
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL, params={"optim.lr": 0.5},
+                                        distributions=dist, user_attrs={"error": "error: diverged"}))
+    assert requeue_interrupted(study) == [1]
+    assert requeue_interrupted(study) == []          # once: the re-run now points at it
+    trials = study.get_trials()
+    waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == {"optim.lr": 0.3}
+    assert waiting[0].system_attrs["retry_history"] == [1]
+    assert counted(trials) == 2      # trial 0 and the real failure 2; not the interrupted 1

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -37,6 +39,9 @@ HEARTBEAT_S = 20        # how often a running trial's sweep writes "still alive"
 GRACE_S = 120           # no heartbeat for this long: the trial's sweep is gone (other machines)
 MAX_RETRY = 2           # an interrupted trial is re-run at most this often
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# A training process ended by a signal (negative: killed; 130: Ctrl-C; 143: SIGTERM) was interrupted, not
+# failed by its recipe: it is re-run, like a trial whose sweep died.
+INTERRUPTED_EXIT = {-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, 130, 143}
 
 
 class TrialFailed(Exception):
@@ -107,6 +112,20 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """FAIL trials marked ``interrupted`` (Ctrl-C, or a signal killed the training process, e.g.
+    the OOM killer) and not yet re-run: re-queue them with the same parameters."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    queued = []
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted") and trial.number not in retried:
+            retry(study, trial)
+            queued.append(trial.number)
+    return queued
+
+
 def retried_numbers(trials: list[FrozenTrial]) -> dict[int, int]:
     """{failed trial number: number of the trial that re-ran its parameters}."""
     out = {}
@@ -150,7 +169,6 @@ class Slots:
 
     @classmethod
     def detect(cls, jobs: int) -> Slots:
-        import torch  # late: only to count GPUs; trainkit imports it anyway
 
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         gpus: list[str] = []
@@ -174,12 +192,16 @@ class TrialRunner:
         params = {dim.key: dim.suggest(trial) for dim in self.space}
         name = f"trial-{trial.number:04d}"
         run_dir = self.trials_dir / name
+        # A re-run starts with its failed try's attributes (Optuna copies them): reset what this try decides.
         for key, value in (("run_dir", str(run_dir)), ("host", socket.gethostname()), ("sweep_pid", os.getpid()),
-                           ("sweep_start", process_start(os.getpid()))):
+                           ("sweep_start", process_start(os.getpid())), ("interrupted", False), ("error", "")):
             trial.set_user_attr(key, value)
         slot = self.slots.free.get()
         try:
             return self.run(trial, params, run_dir, slot)
+        except KeyboardInterrupt:   # Ctrl-C: the trial did not fail on its own; the next run re-runs it
+            trial.set_user_attr("interrupted", True)
+            raise
         finally:
             self.slots.free.put(slot)
 
@@ -208,6 +230,9 @@ class TrialRunner:
         wall = time.perf_counter() - start
         trial.set_user_attr("wall_s", round(wall, 1))
         result_path = run_dir / "trial.json"
+        if code in INTERRUPTED_EXIT:
+            trial.set_user_attr("interrupted", True)
+            raise TrialFailed(f"trial {trial.number}: its training process was stopped by a signal (exit {code})")
         if code != 0 or not result_path.exists():
             lines = (run_dir / "console.log").read_text(errors="replace").strip().splitlines()
             last = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
