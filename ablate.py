@@ -81,8 +81,8 @@ def main() -> int:
             result.top1.append(summary["val_top1"])
             result.train_s.append(summary["train_time_s"])
             result.wall_s.append(wall)
-            print(f"[{i}] {step.name} seed {seed}: val top-1 {summary['val_top1']:.2f}%  train {summary['train_time_s']:.0f}s"
-                  f"  wall {wall:.0f}s", flush=True)
+            print(f"[{i}] {step.name} seed {seed}: val top-1 {summary['val_top1']:.2f}%  "
+                  f"train {summary['train_time_s']:.0f}s  wall {wall:.0f}s", flush=True)
         results.append(result)
         header = (f"Ablation of `{args.recipe}` {' '.join(f'`{o}`' for o in args.overrides)}; "
                   f"seeds {args.seeds}; val top-1 of each run's best-on-val checkpoint (val only: an "

@@ -21,7 +21,7 @@ from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader
 from trainkit.data.mixup import Mixup
 from trainkit.config.recipe import load_recipe
-from trainkit.train.trainer import prepare_data
+from trainkit.data.sources import prepare_data
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

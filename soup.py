@@ -15,7 +15,6 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
 
 from trainkit.runtime.checkpoint import save_atomic
 from trainkit.cli import one_line_errors, setup_logging
@@ -45,9 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 @one_line_errors
 def main() -> int:
     args = parse_args(sys.argv[1:])
-    setup_logging()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_logging(threads=args.threads)
     ckpts = load_candidates(args.checkpoints)
     states = [c["model"] for c in ckpts]
     info = {"method": "greedy" if args.greedy else "uniform", "candidates": args.checkpoints,

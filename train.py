@@ -21,7 +21,8 @@ from trainkit.runtime.distributed import cleanup, init_distributed
 from trainkit.runtime.faults import newest_valid_checkpoint
 from trainkit.eval.metrics import format_metrics
 from trainkit.config.recipe import apply_overrides, load_recipe, parse_recipe, recipe_yaml
-from trainkit.train.trainer import Trainer, plan_for, prepare_data, run_folder, seed_everything, write_run_header
+from trainkit.data.sources import prepare_data
+from trainkit.train.trainer import Trainer, plan_for, run_folder, seed_everything, write_run_header
 
 log = logging.getLogger("trainkit")
 

@@ -28,7 +28,7 @@ from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader
 from trainkit.train.plan import batch_split
 from trainkit.config.recipe import Recipe, load_recipe
-from trainkit.train.trainer import prepare_data
+from trainkit.data.sources import prepare_data
 
 log = logging.getLogger("trainkit")
 

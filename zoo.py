@@ -20,7 +20,12 @@ from pathlib import Path
 
 from trainkit.cli import one_line_errors, setup_logging
 from trainkit.config.schema import RecipeError
-from trainkit.zoo.imports import PRESET_ARGS, PRESETS
+from trainkit.eval.pipeline import evaluate_card
+from trainkit.zoo import cards as zoo
+from trainkit.zoo.export import export_model, load_for_export
+from trainkit.zoo.fetch import fetch_weights
+from trainkit.zoo.imports import PRESET_ARGS, PRESETS, import_card, measure_preprocessing, show_mapping
+from trainkit.zoo.readme import write_readme
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -50,9 +55,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def import_weights(args: argparse.Namespace) -> None:
-    from trainkit.zoo import cards as zoo
-    from trainkit.zoo.imports import import_card, show_mapping
-
     spec = PRESETS.get(args.importer)(args)
     card = import_card(spec)
     if args.show:
@@ -67,37 +69,28 @@ def import_weights(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace) -> None:
-    from trainkit.zoo import cards as zoo
-    from trainkit.zoo.imports import measure_preprocessing
-
     card = zoo.load_card(args.card.removeprefix("zoo:"))
     if args.split == card.dataset.split:
         raise RecipeError(f"--split {args.split}: the card's metrics are measured on {args.split}; choose the "
                           f"preprocessing on another split (e.g. --split train)")
     card, rows = measure_preprocessing(card, data_root=args.data_root, split=args.split, limit=args.limit,
-                                       evaluate=zoo.evaluate_card)
+                                       evaluate=evaluate_card)
     for label, top1 in rows:
         print(f"{label:32s} top-1 {top1:6.2f}%")
     print(f"wrote {zoo.write_card(card)}: {card.eval_note}")
 
 
 def readme(args: argparse.Namespace) -> None:
-    from trainkit.zoo.cards import write_readme
-
     print(f"wrote {write_readme()}")
 
 
 def check(args: argparse.Namespace) -> None:
-    from trainkit.zoo import cards as zoo
-
     for card_id in zoo.card_ids():
         card = zoo.load_card(card_id)
-        print(f"zoo:{card_id}: {zoo.fetch_weights(card).resolve()} sha256 ok")
+        print(f"zoo:{card_id}: {fetch_weights(card).resolve()} sha256 ok")
 
 
 def export(args: argparse.Namespace) -> None:
-    from trainkit.zoo.export import export_model, load_for_export
-
     model, name, input_size, meta = load_for_export(args.source)
     result = export_model(model, args.out / name, input_size, meta=meta, opset=args.opset)
     print(f"{result['safetensors']}\n{result['onnx']}  (onnxruntime vs PyTorch: max |diff| "

@@ -7,11 +7,12 @@ from pathlib import Path
 import timm
 import torch
 
-from trainkit.models.build import build_model
+from trainkit.models.hub import build_model
 from trainkit.runtime.checkpoint import FORMAT, save_atomic
 from trainkit.runtime.distributed import DistInfo
 from trainkit.config.recipe import apply_overrides, parse_recipe, recipe_dict
-from trainkit.train.trainer import plan_for, prepare_data
+from trainkit.data.sources import prepare_data
+from trainkit.train.trainer import plan_for
 
 def tiny_recipe(folder: Path, *extra: str):
     """smallcnn (width 4) on a tiny ImageFolder, 16 px, fp32, one thread; ``extra`` are dotted overrides."""

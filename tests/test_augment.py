@@ -12,7 +12,8 @@ from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader
 from trainkit.data.sources import open_source, resolve_splits
 from trainkit.config.recipe import AugmentCfg, DataCfg, EvalCfg, load_recipe, parse_recipe
-from trainkit.data.transforms import BatchAugment, batched_supported, train_sample_transform
+from trainkit.data.augment import batched_supported
+from trainkit.data.transforms import BatchAugment, train_sample_transform
 
 from conftest import ROOT
 

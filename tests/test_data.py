@@ -143,7 +143,7 @@ def test_fast_and_per_sample_augmentation_statistics_match(image_folder):
 
 def test_batch_augment_pad_crop_is_a_shifted_window():
     x = torch.arange(2 * 1 * 5 * 5, dtype=torch.uint8).view(2, 1, 5, 5)
-    out = BatchAugment(pad_px=2, hflip=0.0)(x, torch.Generator().manual_seed(0))
+    out = BatchAugment.from_cfg(AugmentCfg(crop="pad", pad_px=2))(x, torch.Generator().manual_seed(0))
     for b in range(2):
         padded = torch.nn.functional.pad(x[b], (2, 2, 2, 2))
         windows = [padded[:, i:i + 5, j:j + 5] for i in range(5) for j in range(5)]

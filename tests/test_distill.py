@@ -17,7 +17,8 @@ from trainkit.train.engine import TrainStep
 from trainkit.train.losses import CrossEntropy
 from trainkit.train.optim import build_scheduler
 from trainkit.config.recipe import DistillCfg, EvalCfg, ScheduleCfg
-from trainkit.models.hub import InputAdapter, LoadedModel, load_model
+from trainkit.models.hub import InputAdapter, LoadedModel
+from trainkit.models.hub import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -161,7 +162,7 @@ def test_distill_section_validation(image_folder, override, needle):
 
 def test_teacher_from_checkpoint_path_matches_the_checkpoint(image_folder, tmp_path):
     ckpt = write_checkpoint(tmp_path / "teacher.pt", image_folder, seed=3)
-    teacher = load_model(str(ckpt))
+    teacher = resolve(str(ckpt))
     assert teacher.classes == ["cat", "dog", "fox"] and teacher.arch == "smallcnn" and not teacher.model.training
     recipe = tiny_recipe(image_folder, f"distill.teacher={ckpt}")
     student = timm.create_model("smallcnn", num_classes=3, in_chans=3, width=4)
@@ -201,7 +202,7 @@ def test_train_py_class_mismatch_is_one_line(image_folder, tmp_path, monkeypatch
 
 def test_zoo_teacher_resolves_with_its_card(cifar_jpeg):
     pytest.importorskip("trainkit.zoo.cards", reason="the model zoo (issue 4) is not in this branch yet")
-    teacher = load_model("zoo:cifar10_resnet44")
+    teacher = resolve("zoo:cifar10_resnet44")
     assert teacher.arch == "resnet44_cifar" and teacher.num_classes == 10 and teacher.classes[0] == "airplane"
     assert teacher.eval.size == 32 and not teacher.model.training
 

@@ -15,7 +15,8 @@ from trainkit.runtime.checkpoint import load_checkpoint
 from trainkit.runtime.distributed import DistInfo
 from trainkit.train.ema import ModelEma
 from trainkit.config.recipe import EmaCfg, load_recipe
-from trainkit.train.trainer import Trainer, plan_for, prepare_data, seed_everything
+from trainkit.data.sources import prepare_data
+from trainkit.train.trainer import Trainer, plan_for, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

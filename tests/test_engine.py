@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainkit.models.build import build_model
+from trainkit.models.hub import build_model
 from trainkit.config.schema import RecipeError
 from trainkit.train.engine import TrainStep
 from trainkit.train.losses import BinaryCrossEntropy, CrossEntropy

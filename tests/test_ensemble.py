@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import trainkit.data.loaders
+import trainkit.eval.pipeline
 from helpers_distill import run_entry, write_checkpoint
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.config.schema import RecipeError
-from trainkit.eval.ensemble import COMBINE, combine, ensembles_dir, evaluate_ensemble, load_ensemble_card
-from trainkit.models.hub import load_model
+from trainkit.config.registry import COMBINE_RULES as COMBINE
+from trainkit.eval.pipeline import evaluate_ensemble
+from trainkit.models.ensemble import combine
+from trainkit.models.hub import resolve
+from trainkit.zoo.cards import ensemble_card_path, ensembles_dir, load_ensemble_card
 
 ROOT = Path(__file__).resolve().parents[1]
 X = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
@@ -41,7 +44,7 @@ def test_rules_on_hand_made_members():
     assert combine([a, b], "vote").argmax(-1).item() == 0             # a tie goes to the higher mean probability
     with pytest.raises(RecipeError, match="weights: one non-negative weight per member"):
         combine([a, b], "weighted", [1.0])
-    with pytest.raises(RecipeError, match="weights are given exactly for the 'weighted' rule"):
+    with pytest.raises(RecipeError, match="give them exactly when combine=weighted"):
         combine([a, b], "mean_logits", [1.0, 2.0])
 
 
@@ -51,9 +54,9 @@ def checkpoints(image_folder, tmp_path):
 
 
 def test_ensemble_of_identical_copies_equals_the_model_on_real_images(checkpoints):
-    member = load_model(str(checkpoints[0]))
+    member = resolve(str(checkpoints[0]))
     for rule in ("mean_logits", "mean_probs"):
-        rows = evaluate_ensemble([member, load_model(str(checkpoints[0]))], rule, None, show_progress=False)["rows"]
+        rows = evaluate_ensemble([member, resolve(str(checkpoints[0]))], rule, None, show_progress=False)["rows"]
         assert rows[0]["top1"] == rows[1]["top1"] == rows[2]["top1"] and rows[2]["samples"] == 18
         assert rows[2]["confusion"] == rows[0]["confusion"]
         assert rows[2]["loss"] == pytest.approx(rows[0]["loss"], rel=1e-5)
@@ -61,11 +64,11 @@ def test_ensemble_of_identical_copies_equals_the_model_on_real_images(checkpoint
 
 
 def test_each_preprocessing_loads_the_split_once(checkpoints, monkeypatch):
-    a, b = load_model(str(checkpoints[0])), load_model(str(checkpoints[1]))
-    c = dataclasses.replace(load_model(str(checkpoints[1])), eval=dataclasses.replace(b.eval, size=12))
+    a, b = resolve(str(checkpoints[0])), resolve(str(checkpoints[1]))
+    c = dataclasses.replace(resolve(str(checkpoints[1])), eval=dataclasses.replace(b.eval, size=12))
     built = []
-    real = trainkit.data.loaders.make_loader
-    monkeypatch.setattr(trainkit.data.loaders, "make_loader", lambda *args, **kw: built.append(kw["data"].eval.size)
+    real = trainkit.eval.pipeline.make_loader
+    monkeypatch.setattr(trainkit.eval.pipeline, "make_loader", lambda *args, **kw: built.append(kw["data"].eval.size)
                         or real(*args, **kw))
     report = evaluate_ensemble([a, b, c], "mean_probs", None, show_progress=False)
     assert sorted(built) == [12, 16]
@@ -77,8 +80,8 @@ def test_members_with_other_classes_are_refused(image_folder, tmp_path):
     from conftest import make_image_folder
 
     other = make_image_folder(tmp_path / "other", classes=("cat", "dog", "owl"))
-    a = load_model(str(write_checkpoint(tmp_path / "a.pt", image_folder, 0)))
-    b = load_model(str(write_checkpoint(tmp_path / "b.pt", other, 0)))
+    a = resolve(str(write_checkpoint(tmp_path / "a.pt", image_folder, 0)))
+    b = resolve(str(write_checkpoint(tmp_path / "b.pt", other, 0)))
     with pytest.raises(CheckpointError, match="class 2 is 'fox' in .* but 'owl'"):
         evaluate_ensemble([a, b], "mean_logits", None)
 
@@ -98,15 +101,13 @@ def test_evaluate_py_ensemble_table(checkpoints, tmp_path, monkeypatch, capsys):
 
 def test_zoo_ensemble_card_loads(cifar_jpeg):
     pytest.importorskip("trainkit.zoo.cards", reason="the model zoo (issue 4) is not in this branch yet")
-    from trainkit.eval.ensemble import ensemble_card_path, load_ensemble_card
-
     if not ensemble_card_path("cifar10_resnet20_32_44").is_file():
         pytest.skip("no ensemble card yet")
     card = load_ensemble_card("cifar10_resnet20_32_44")
-    teacher = load_model("zoo:cifar10_resnet20_32_44")
+    teacher = resolve("zoo:cifar10_resnet20_32_44")
     assert len(card.members) == 3 and teacher.num_classes == 10 and teacher.classes[0] == "airplane"
     x = torch.randn(2, 3, 32, 32)
-    members = [load_model(m).model(x) for m in card.members]
+    members = [resolve(m).model(x) for m in card.members]
     torch.testing.assert_close(teacher.model(x), combine(members, card.combine, card.weights))
 
 

@@ -8,8 +8,8 @@ import torch
 
 import trainkit.models.cifar  # noqa: F401  (registers smallcnn)
 from trainkit.runtime.checkpoint import CheckpointError
-from trainkit.zoo.export import export_model, load_for_export, max_abs_diff_onnx
-from trainkit.zoo.cards import load_weights
+from trainkit.models.export import export_model, load_for_export, max_abs_diff_onnx
+from trainkit.models.hub import load_pretrained
 
 from conftest import WEIGHTS, require
 
@@ -22,7 +22,7 @@ def test_zoo_model_exports_and_round_trips(tmp_path):
     result = export_model(model, tmp_path / name, size, meta=meta)
     assert result["max_abs_diff"] < 1e-4 and meta["classes"][0] == "airplane"
     again = timm.create_model("resnet20_cifar")
-    load_weights(again, str(result["safetensors"]), arch="resnet20_cifar")  # the export is a valid pretrained file
+    load_pretrained(again, str(result["safetensors"]), arch="resnet20_cifar")  # the export is a valid pretrained file
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
     # a batch size the graph was not traced with
     assert max_abs_diff_onnx(model, result["onnx"], torch.randn(7, *size)) < 1e-4

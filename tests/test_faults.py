@@ -55,7 +55,8 @@ def wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout=120) ->
 def build_trainer(recipe_path: Path, overrides: list[str], resume: bool):
     """What train.py's main() does, in this process."""
     from trainkit.runtime.distributed import DistInfo
-    from trainkit.train.trainer import Trainer, plan_for, prepare_data, seed_everything, write_run_header
+    from trainkit.data.sources import prepare_data
+    from trainkit.train.trainer import Trainer, plan_for, seed_everything, write_run_header
 
     recipe = load_recipe(recipe_path, overrides)
     device = torch.device("cpu")

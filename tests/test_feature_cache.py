@@ -14,7 +14,8 @@ from trainkit.config.recipe import load_recipe
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, resolve_workers
 from trainkit.runtime.distributed import DistInfo
-from trainkit.train.trainer import Trainer, plan_for, prepare_data, seed_everything
+from trainkit.data.sources import prepare_data
+from trainkit.train.trainer import Trainer, plan_for, seed_everything
 
 
 def linear_probe(folder, tmp_path, cache: bool, *extra: str):

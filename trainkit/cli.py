@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import DataError
@@ -40,9 +42,12 @@ def train_once(recipe: str, overrides: list[str], seed: int, runs_dir: Path, nam
     return json.loads((Path(runs_dir) / name / "summary.json").read_text()), wall
 
 
-def setup_logging(quiet: bool = False) -> None:
+def setup_logging(quiet: bool = False, threads: int | None = None) -> None:
+    """Log lines to stdout; ``threads``: torch's intra-op thread count (None: torch's default)."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stdout,
                         force=True)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def log_to_file(path: Path) -> None:

@@ -14,11 +14,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
-from trainkit.config.schema import RecipeError, check_path, did_you_mean, from_dict, to_dict
+from trainkit.config.registry import (AUGMENT_OPS, COMBINE_RULES, DATASETS, DISTILL_LOSSES, KEY_MAPS, LOSSES,
+                                      MODELS, OPTIMIZERS, SCHEDULES)
+from trainkit.config.schema import RecipeError, check_path, from_dict, to_dict
 
 # libyaml's C loader and dumper when PyYAML has them: same results, about 5x faster (every
 # start-up, --print and the recipe fuzzer test parse and dump recipes).
@@ -37,17 +39,12 @@ class KeyMapCfg:
     ``rename`` rules (regex, replacement) apply first, in order, to every source name; then
     ``rule`` pairs the tensors: ``as_is`` by name, ``in_order`` by position (every shape checked).
     Source tensors matching a ``drop`` regex are ignored (e.g. an auxiliary head)."""
-    rule: str = "as_is"                   # a name in trainkit.models.importers.KEY_MAPS
+    rule: str = "as_is"                   # KEY_MAPS (filled by trainkit.models.importers)
     rename: list[list[str]] = field(default_factory=list)   # [[regex, replacement], ...]
     drop: list[str] = field(default_factory=list)           # regexes of source names to leave out
 
     def check(self, key: str) -> None:
-        # late: the rule registry lives with the torch code that applies it
-        from trainkit.models.importers import KEY_MAPS
-
-        if self.rule not in KEY_MAPS:
-            raise RecipeError(f"{key}.rule: unknown key mapping {self.rule!r}"
-                              f"{did_you_mean(self.rule, KEY_MAPS.names())} (known: {', '.join(KEY_MAPS.names())})")
+        KEY_MAPS.check(self.rule, f"{key}.rule")
         for i, pair in enumerate(self.rename):
             if len(pair) != 2:
                 raise RecipeError(f"{key}.rename[{i}]: expected [regex, replacement], got {pair!r}")
@@ -60,7 +57,7 @@ class KeyMapCfg:
 
 @dataclass(frozen=True)
 class ModelCfg:
-    name: str = "resnet20_cifar"          # any timm architecture or one registered in trainkit.models.cifar
+    name: str = "resnet20_cifar"          # MODELS: any timm architecture, ours included (trainkit.models)
     pretrained: str | None = None         # zoo:<id> (zoo/), timm:<name>, or a local .pt/.pth/.safetensors file
     pretrained_map: KeyMapCfg | None = None   # a foreign file's key mapping (see `python zoo.py import --help`)
     num_classes: int | None = None        # null: the data set's class count
@@ -70,9 +67,7 @@ class ModelCfg:
     kwargs: dict = field(default_factory=dict)  # passed to timm.create_model as they are
 
     def check(self, key: str) -> None:
-        from trainkit.models.build import check_model_name  # late: building imports timm's model registry
-
-        check_model_name(self.name, f"{key}.name")
+        MODELS.check(self.name, f"{key}.name")
         if self.pretrained_map is not None and not self.pretrained:
             raise RecipeError(f"{key}.pretrained_map: set only with {key}.pretrained (a weights file)")
         check_path(self.pretrained, f"{key}.pretrained")
@@ -121,13 +116,9 @@ class ImbalanceCfg:
             raise RecipeError(f"{key}.val_per_class: must be >= 0, got {self.val_per_class}")
 
 
-DATASETS = ("imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist")
-
-
-
 @dataclass(frozen=True)
 class DataCfg:
-    name: Literal["imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist"] = "imagefolder"
+    name: str = "imagefolder"             # DATASETS: imagefolder, cifar10, cifar100, mnist, fashion_mnist, ...
     root: str | None = None               # imagefolder: folder with train/ and val/ or test/
     # packed: root is a folder written by prepare.py; webdataset: root is a folder or URL of tar
     # shards written by prepare.py --format webdataset (trainkit/data/streaming.py)
@@ -152,8 +143,10 @@ class DataCfg:
 
     def check(self, key: str) -> None:
         check_path(self.root, f"{key}.root")
+        DATASETS.check(self.name, f"{key}.name")
         if self.name == "imagefolder" and not self.root:
-            raise RecipeError(f"{key}.root: required for data.name=imagefolder (a folder with train/ and val/ or test/)")
+            raise RecipeError(f"{key}.root: required for data.name=imagefolder (a folder with train/ and val/ "
+                              f"or test/)")
         if self.format != "files" and (self.name != "imagefolder" or not self.root):
             raise RecipeError(f"{key}.format: {self.format} reads data.root (written by prepare.py) with "
                               f"data.name=imagefolder; got name={self.name!r}, root={self.root!r}")
@@ -196,9 +189,8 @@ class AugmentCfg:
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
                 raise RecipeError(f"{key}.{name}: expected [low, high] with 0 < low <= high, got {lo_hi}")
-        from trainkit.data.augment import check_augment  # late: the policy and albumentations registries
-
-        check_augment(self, key)
+        for name in AUGMENT_OPS.names():   # each op validates its own keys (policies, albumentations steps)
+            AUGMENT_OPS.get(name)().check(self, key)
 
 
 @dataclass(frozen=True)
@@ -280,7 +272,7 @@ class MultiScaleCfg:
 class LossCfg:
     """The training loss (trainkit.train.losses). The imbalance keys read the class counts of the
     training split (after data.imbalance and the val hold-out), never of val or test."""
-    name: Literal["ce", "bce", "focal", "balanced_softmax", "ldam"] = "ce"
+    name: str = "ce"                      # LOSSES: ce, bce, focal, balanced_softmax, ldam
     label_smoothing: float = 0.0
     # ce | focal | balanced_softmax | ldam: per-class weights from the training counts n_c, scaled to mean 1:
     # inverse 1/n_c, inverse_sqrt 1/sqrt(n_c), effective_number (1 - beta) / (1 - beta ** n_c) (Cui et al. 2019)
@@ -299,6 +291,7 @@ class LossCfg:
                "ldam_scale": ("ldam",), "class_weights": ("ce", "focal", "balanced_softmax", "ldam")}
 
     def check(self, key: str) -> None:
+        LOSSES.check(self.name, f"{key}.name")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise RecipeError(f"{key}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         defaults = LossCfg.__dataclass_fields__
@@ -316,7 +309,7 @@ class LossCfg:
 
 @dataclass(frozen=True)
 class OptimCfg:
-    name: str = "sgd"                     # sgd, adamw, or any optimizer name timm's factory knows
+    name: str = "sgd"                     # OPTIMIZERS: sgd, adamw, or any optimizer timm's factory knows
     lr: float = 0.1                       # per lr_ref_batch images; scaled linearly to global_batch
     lr_ref_batch: int = 256
     momentum: float = 0.9
@@ -329,23 +322,17 @@ class OptimCfg:
     kwargs: dict = field(default_factory=dict)
 
     def check(self, key: str) -> None:
-        from timm.optim import list_optimizers
-
-        known = set(list_optimizers()) | {"sgd"}
-        if self.name.lower() not in known:
-            import difflib
-            close = difflib.get_close_matches(self.name.lower(), sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "; see timm.optim.list_optimizers()"
-            raise RecipeError(f"{key}.name: unknown optimizer {self.name!r}{hint}")
+        OPTIMIZERS.check(self.name.lower(), f"{key}.name")
         if self.lr <= 0 or self.lr_ref_batch < 1:
-            raise RecipeError(f"{key}.lr and {key}.lr_ref_batch: must be positive, got {self.lr} and {self.lr_ref_batch}")
+            raise RecipeError(f"{key}.lr and {key}.lr_ref_batch: must be positive, got {self.lr} and "
+                              f"{self.lr_ref_batch}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise RecipeError(f"{key}.clip_grad_norm: must be positive or null, got {self.clip_grad_norm}")
 
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: Literal["cosine", "linear", "step", "multistep", "onecycle", "constant"] = "cosine"
+    name: str = "cosine"                  # SCHEDULES: cosine, linear, step, multistep, onecycle, constant
     epochs: int = 10
     warmup_epochs: float = 0.0            # linear warmup from warmup_start_factor * lr
     warmup_start_factor: float = 0.01
@@ -356,12 +343,14 @@ class ScheduleCfg:
     onecycle_pct_start: float = 0.25      # onecycle: fraction of training spent rising
 
     def check(self, key: str) -> None:
+        SCHEDULES.check(self.name, f"{key}.name")
         if self.epochs < 1:
             raise RecipeError(f"{key}.epochs: must be >= 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise RecipeError(f"{key}.warmup_epochs: must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
         if self.name == "onecycle" and self.warmup_epochs:
-            raise RecipeError(f"{key}.warmup_epochs: onecycle warms up by itself (onecycle_pct_start); set warmup_epochs: 0")
+            raise RecipeError(f"{key}.warmup_epochs: onecycle warms up by itself (onecycle_pct_start); "
+                              f"set warmup_epochs: 0")
         if self.name == "multistep" and not self.milestones:
             raise RecipeError(f"{key}.milestones: multistep needs at least one milestone epoch")
         if list(self.milestones) != sorted(self.milestones):
@@ -424,7 +413,7 @@ class FinetuneCfg:
         frozen backbone computes the same function (no stochastic depth)."""
         if not self.cache_features:
             return
-        reasons = [r for r in (check(recipe) for check in INPUT_RANDOMNESS) if r]
+        reasons = input_randomness(recipe)
         if recipe.model.drop_path_rate:
             reasons.append(f"model.drop_path_rate={recipe.model.drop_path_rate} drops backbone blocks at random")
         if reasons:
@@ -435,14 +424,15 @@ class FinetuneCfg:
 @dataclass(frozen=True)
 class DistillCfg:
     """Knowledge distillation (trainkit.train.distill): the task loss mixed with a loss against a frozen teacher."""
-    teacher: list[str] | str | None = None   # zoo:<id>, timm:<name>, run folder/checkpoint, weights file; a list: an ensemble
+    # zoo:<id>, timm:<name>, run folder/checkpoint, weights file (trainkit.models.hub); a list: an ensemble
+    teacher: list[str] | str | None = None
     teacher_arch: str | None = None       # architecture of a plain weights file (checkpoints and zoo cards name theirs)
-    combine: Literal["mean_logits", "mean_probs", "weighted", "vote"] = "mean_logits"  # a list of teachers
+    combine: str = "mean_logits"          # COMBINE_RULES, for a list of teachers
     weights: list[float] | None = None    # combine=weighted: one per teacher
-    kind: Literal["soft", "hard"] = "soft"   # soft: KL at temperature tau; hard: CE on the teacher's argmax
+    kind: str = "soft"                    # DISTILL_LOSSES: soft (KL at temperature tau), hard (CE on the argmax)
     alpha: float = 0.5                    # weight of the distillation term; the task loss gets 1 - alpha
     tau: float = 1.0                      # soft: temperature; the KL term is scaled by tau**2
-    class_map: str | dict | None = None   # teacher classes differ from the data's: by_name, or {data class: teacher class}
+    class_map: str | dict | None = None   # other teacher classes: by_name, or {data class: teacher class}
     cache_logits: bool = False            # keep teacher logits per input image; only without random augmentation
 
     def check(self, key: str) -> None:
@@ -456,6 +446,8 @@ class DistillCfg:
             if others:
                 raise RecipeError(f"{key}.{others[0]}: set only with {key}.teacher")
             return
+        COMBINE_RULES.check(self.combine, f"{key}.combine")
+        DISTILL_LOSSES.check(self.kind, f"{key}.kind")
         if not teachers or not all(teachers):
             raise RecipeError(f"{key}.teacher: a model spec or a non-empty list of them, got {self.teacher!r}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -463,40 +455,39 @@ class DistillCfg:
         if self.tau <= 0 or (self.kind == "hard" and self.tau != 1.0):
             raise RecipeError(f"{key}.tau: a positive temperature, used only by kind=soft; got {self.tau} "
                               f"with kind={self.kind}")
-        if (self.combine == "weighted") != (self.weights is not None):
-            raise RecipeError(f"{key}.weights: give them exactly when combine=weighted (got combine={self.combine})")
-        if self.weights is not None and (len(self.weights) != len(teachers) or min(self.weights) < 0
-                                         or sum(self.weights) <= 0):
-            raise RecipeError(f"{key}.weights: one non-negative weight per teacher ({len(teachers)}), got {self.weights}")
+        check_combine_weights(self.combine, self.weights, len(teachers), f"{key}.weights")
         if isinstance(self.class_map, str) and self.class_map != "by_name":
             raise RecipeError(f"{key}.class_map: 'by_name' or a mapping {{data class: teacher class}}, "
                               f"got {self.class_map!r}")
         if self.teacher_arch is not None:
-            from trainkit.models.build import check_model_name  # late: building imports timm's model registry
-            check_model_name(self.teacher_arch, f"{key}.teacher_arch")
+            MODELS.check(self.teacher_arch, f"{key}.teacher_arch")
 
     def check_inputs(self, recipe: "Recipe") -> None:
         """Cached teacher logits are valid only when every epoch feeds each sample the same input."""
         if not self.cache_logits:
             return
-        reasons = [r for r in (check(recipe) for check in INPUT_RANDOMNESS) if r]
+        reasons = input_randomness(recipe)
         if reasons:
             raise RecipeError(f"distill.cache_logits: refused because {reasons[0]}: the teacher would see another "
                               f"input each epoch (turn the random augmentation off, or cache_logits=false)")
 
 
-# Every recipe key that makes a training input differ between epochs; distill.cache_logits
-# refuses them. A new random augmentation adds its check here.
-INPUT_RANDOMNESS = [
-    lambda r: f"augment.crop={r.augment.crop} crops at random" if r.augment.crop != "none" else None,
-    lambda r: f"augment.hflip={r.augment.hflip} flips at random" if r.augment.hflip > 0 else None,
-    lambda r: "mixup/cutmix mixes random pairs" if r.mixup.active else None,
-    lambda r: f"augment.auto_augment={r.augment.auto_augment} is random" if r.augment.auto_augment else None,
-    lambda r: "augment.color_jitter is random" if r.augment.color_jitter else None,
-    lambda r: "augment.albumentations steps may be random" if r.augment.albumentations else None,
-    lambda r: "augment.random_erasing erases at random" if r.augment.random_erasing > 0 else None,
-    lambda r: "multiscale changes the input size" if r.multiscale.sizes or r.multiscale.progressive else None,
-]
+def check_combine_weights(rule: str, weights: list[float] | None, members: int, key: str) -> None:
+    """Weights are given exactly for the ``weighted`` rule: one non-negative weight per member, not all zero."""
+    if (rule == "weighted") != (weights is not None):
+        raise RecipeError(f"{key}: give them exactly when combine=weighted (got combine={rule})")
+    if weights is not None and (len(weights) != members or min(weights) < 0 or sum(weights) <= 0):
+        raise RecipeError(f"{key}: one non-negative weight per member ({members}), got {weights}")
+
+
+def input_randomness(recipe: "Recipe") -> list[str]:
+    """Why a training input differs between epochs: each random augmentation op (they declare it), then
+    the batch-level techniques. distill.cache_logits and finetune.cache_features refuse any."""
+    reasons = [AUGMENT_OPS.get(name)().random(recipe.augment) for name in AUGMENT_OPS.names()]
+    reasons.append("mixup/cutmix mixes random pairs" if recipe.mixup.active else None)
+    multiscale = recipe.multiscale.sizes or recipe.multiscale.progressive
+    reasons.append("multiscale changes the input size" if multiscale else None)
+    return [r for r in reasons if r]
 
 
 MAX_THREADS = 1024
@@ -567,7 +558,8 @@ class Recipe:
         if self.augment.crop == "pad" and self.augment.pad_px >= size:
             raise RecipeError(f"augment.pad_px: {self.augment.pad_px} px must be smaller than the image ({size} px)")
         if self.model.in_chans is not None and len(self.data.eval.mean) not in (1, self.model.in_chans):
-            raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for model.in_chans={self.model.in_chans}")
+            raise RecipeError(f"data.eval.mean: {len(self.data.eval.mean)} values for "
+                              f"model.in_chans={self.model.in_chans}")
         self.distill.check_inputs(self)
         self.finetune.check_inputs(self)
         if self.loss.name == "ldam" and self.mixup.active:
@@ -697,6 +689,3 @@ def recipe_hash(recipe: Recipe) -> str:
     blob = json.dumps(trained, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
-
-def recipe_from_checkpoint(data: dict[str, Any]) -> Recipe:
-    return parse_recipe(data)

@@ -26,11 +26,11 @@ import torch
 from PIL import Image
 
 from trainkit.data.sources import DataError, Split
-from trainkit.data.augment import BatchRandomErasing
+from trainkit.data.augment import batched_supported, post_ops
 from trainkit.data.multiscale import Resolution, SizedBatches, cached_by_size, resize_uint8
 from trainkit.config.recipe import AugmentCfg, DataCfg, MultiScaleCfg, RuntimeCfg
-from trainkit.data.transforms import (BatchAugment, Normalize, batched_supported, eval_transform, pil_to_uint8,
-                         to_channels, train_base_transform, train_sample_transform, resize_size)
+from trainkit.data.transforms import (BatchAugment, Normalize, eval_transform, pil_to_uint8,
+                         to_channels, train_base_transform, train_sample_transform)
 
 log = logging.getLogger(__name__)
 BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -346,15 +346,14 @@ def use_in_memory(cfg: DataCfg, split: Split, size: int, chans: int, batched_ok:
 
 
 def train_batch_ops(augment: AugmentCfg, mix: Callable | None) -> Callable | None:
-    """The random ops on the normalised training batch: random erasing, then mixup/cutmix."""
-    erase = BatchRandomErasing(augment.random_erasing, augment.random_erasing_mode, augment.random_erasing_count) \
-        if augment.random_erasing > 0 else None
-    if erase is None and mix is None:
+    """The random ops on the normalised training batch: the ops' post forms (random erasing), then mixup/cutmix."""
+    post = post_ops(augment)
+    if not post and mix is None:
         return None
 
     def ops(images: torch.Tensor, targets: torch.Tensor, gen: torch.Generator, epoch: int):
-        if erase is not None:
-            images = erase(images, gen)
+        for op in post:
+            images = op(images, gen)
         if mix is not None:
             images, targets = mix(images, targets, gen, epoch)
         return images, targets

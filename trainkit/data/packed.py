@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from trainkit.data.sources import DataError, DataSource, Split
+from trainkit.data.split import DataError, DataSource, Split
+from trainkit.data.transforms import to_channels
 
 FORMAT = "trainkit-packed/1"
 MANIFEST = "manifest.json"
@@ -181,10 +184,6 @@ def verify(root: str | Path) -> list[str]:
 
 def _fit_square(img, size: int, chans: int) -> np.ndarray:
     """Resize the short side to ``size`` and centre-crop a square (no-op for images already that size)."""
-    from PIL import Image
-
-    from trainkit.data.transforms import to_channels
-
     img = to_channels(img, chans)
     if img.size != (size, size):
         w, h = img.size
@@ -200,8 +199,6 @@ _JOB: dict = {}
 
 
 def _decode(path: str) -> bytes | str:
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             img.load()
@@ -213,8 +210,6 @@ def _decode(path: str) -> bytes | str:
 def pack_split(split: Split, out: Path, *, size: int, chans: int, shard_mb: float, workers: int,
                on_corrupt: str, log=print) -> dict:
     """Decode ``split`` (file paths) into shards of at most ``shard_mb`` MiB; memory: one chunk of images."""
-    import multiprocessing as mp
-
     record = size * size * chans
     per_shard = max(1, int(shard_mb * 2**20) // record)
     _JOB.update(size=size, chans=chans)

@@ -2,75 +2,37 @@
 
 A source returns :class:`Split` objects that hold either decoded uint8 arrays
 (torchvision's CIFAR/MNIST files, Debian's Fashion-MNIST package), file paths
-(an ImageFolder tree) or encoded bytes read by index (webdataset shards). Everything downstream (per-sample or in-memory loaders)
-works from a Split, so both serving paths read the same recipe keys.
+(an ImageFolder tree) or encoded bytes read by index (webdataset shards). Everything downstream
+(per-sample or in-memory loaders) works from a Split, so both serving paths read the same recipe keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
 import struct
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
+import torchvision.datasets as tvd
 
-from trainkit.config.recipe import DataCfg, ImbalanceCfg, RuntimeCfg
-from trainkit.config.registry import Registry
+from trainkit.config.recipe import DataCfg, ImbalanceCfg, Recipe, RuntimeCfg
+from trainkit.config.registry import DATASETS
 from trainkit.data.imbalance import balanced_indices, long_tail_indices
+from trainkit.data.packed import open_packed
+from trainkit.data.split import DataError, DataSource, Split
+from trainkit.data.streaming import open_shards
+
+__all__ = ["DataError", "DataSource", "Split", "SOURCES", "open_source", "resolve_splits", "prepare_data", "Data"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
-class DataError(RuntimeError):
-    """A user-facing data problem; the message is one line naming the file or folder."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split of a data set: labels plus uint8 arrays, file paths or encoded blobs."""
-    name: str
-    classes: tuple[str, ...]
-    targets: np.ndarray                   # int64 [N]
-    arrays: np.ndarray | None = None      # uint8 [N, H, W] or [N, H, W, C]
-    paths: tuple[str, ...] | None = None
-    # encoded images by index: blobs[i] -> bytes, blobs[index_array] -> a lazy view, blobs.groups
-    # (int [N], the shard of each sample, for a shard-local training order); see data/streaming.py
-    blobs: Any = None
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def subset(self, indices: np.ndarray, name: str | None = None) -> "Split":
-        indices = np.asarray(indices, dtype=np.int64)
-        return replace(
-            self,
-            name=name or self.name,
-            targets=self.targets[indices],
-            arrays=None if self.arrays is None else self.arrays[indices],
-            paths=None if self.paths is None else tuple(self.paths[i] for i in indices),
-            blobs=None if self.blobs is None else self.blobs[indices],
-        )
-
-    def describe(self, index: int) -> str:
-        if self.paths is not None:
-            return self.paths[index]
-        return self.blobs.describe(index) if self.blobs is not None else f"{self.name}[{index}]"
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """The splits a data set provides (``val`` and ``test`` may be missing)."""
-    splits: dict[str, Split]
-    natural_chans: int                    # 1 for grey data sets, 3 for colour
-    description: str
-
-
-SOURCES: Registry[Callable[[DataCfg], DataSource]] = Registry("data set", key="data.name")
+SOURCES = DATASETS   # data.name -> (DataCfg -> DataSource)
 
 
 # ---------------------------------------------------------------- ImageFolder
@@ -178,8 +140,6 @@ def _torchvision_root(cfg: DataCfg) -> Path:
 
 def _torchvision_raw(cls_name: str, cfg: DataCfg, subdir: str, how: str) -> Path:
     """Locate (and, when allowed, download) a torchvision data set; return its folder."""
-    import torchvision.datasets as tvd
-
     root = _torchvision_root(cfg)
     cls = getattr(tvd, cls_name)
     try:
@@ -213,8 +173,6 @@ def mnist(cfg: DataCfg) -> DataSource:
 
 
 def _cifar(cfg: DataCfg, cls_name: str, folder: str, archive: str) -> DataSource:
-    import torchvision.datasets as tvd
-
     root = _torchvision_root(cfg)
     how = f"extract {archive} (the python version) there"
     _torchvision_raw(cls_name, cfg, folder, how)
@@ -304,13 +262,33 @@ def report_split(splits: dict[str, Split]) -> str:
 def open_source(cfg: DataCfg, runtime: RuntimeCfg | None = None) -> DataSource:
     """The data set of ``cfg``; ``runtime`` says where shards from a URL are cached (default: RuntimeCfg())."""
     if cfg.format == "packed":
-        from trainkit.data.packed import open_packed   # late: packed builds on this module
-
         return open_packed(cfg.root)
     if cfg.format == "webdataset":
-        from trainkit.data.streaming import open_shards   # late: streaming builds on this module
-
         rt = runtime or RuntimeCfg()
         return open_shards(cfg.root, cache_dir=rt.shard_cache_dir, cache_mb=rt.shard_cache_mb,
                            window_shards=cfg.window_shards, on_corrupt=cfg.on_corrupt)
     return SOURCES.get(cfg.name)(cfg)
+
+
+@dataclass
+class Data:
+    """A recipe's data: its splits, class names, the channel count the model sees, and a description."""
+    splits: dict[str, Split]
+    classes: tuple[str, ...]
+    in_chans: int
+    description: str
+
+
+def prepare_data(recipe: Recipe, *, dry_run: bool = False) -> Data:
+    """The splits a recipe names. ``dry_run`` (train.py --print): read only what is on disk;
+    never download, so nothing is written (torchvision creates its folders to download into)."""
+    if not dry_run:
+        source = open_source(recipe.data, recipe.runtime)
+    else:
+        try:
+            source = open_source(dataclasses.replace(recipe.data, download=False), recipe.runtime)
+        except DataError as err:
+            raise DataError(f"{err} (--print never downloads)" if recipe.data.download else str(err)) from None
+    splits = resolve_splits(recipe.data, source)
+    in_chans = recipe.model.in_chans or source.natural_chans
+    return Data(splits, splits["train"].classes, in_chans, source.description)

@@ -45,7 +45,7 @@ import webdataset as wds
 from PIL import Image
 
 from trainkit.data.packed import ProcessFds, sha256_file
-from trainkit.data.sources import DataError, DataSource, Split
+from trainkit.data.split import DataError, DataSource, Split
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import torch
 
+from trainkit.report.charts import figure
+
 TOPK = (1, 5)
 
 
@@ -215,18 +217,13 @@ def write_confusion_csv(path: str | Path, confusion: Sequence[Sequence[int]], cl
 def write_confusion_png(path: str | Path, confusion: Sequence[Sequence[int]], class_names: Sequence[str],
                         title: str = "") -> None:
     """Heat map coloured by row-normalised fraction, counts written in cells when there are <= 20 classes."""
-    # Figure + Agg canvas directly (no pyplot): no global backend switch, no state shared with the caller
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     _check_names(confusion, class_names)
     counts = torch.as_tensor(confusion, dtype=torch.float64).reshape(len(class_names), len(class_names))
     c = counts.shape[0]
     rows = counts.sum(dim=1, keepdim=True)
     frac = torch.where(rows > 0, counts / rows.clamp(min=1), torch.zeros_like(counts)).numpy()
     side = min(4.0 + 0.4 * c, 30.0)   # grows with C, capped so 1000 classes still renders in sane memory
-    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure(side + 1.5, side, dpi=None, layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="fraction of true class")

@@ -1,7 +1,11 @@
-"""Evaluate a checkpoint on a split, exactly as training's final summary does, and write reports.
+"""The one evaluation pipeline: a resolved model (trainkit.models.hub) on a split of its data set.
 
-train.py's summary and evaluate.py both call :func:`evaluate_checkpoint`, so the
-same weights on the same split give the same top-1 to the last digit.
+train.py's summary, evaluate.py (runs, checkpoints, zoo cards, timm models, ensembles), the
+zoo's ``--update-card``, ensembles and soups all open data, check classes, build the eval
+loader and run the metric loop here, so the same weights on the same split give the same
+top-1 to the last digit whichever tool asks. Settings default to the source's own
+(:class:`~trainkit.models.hub.LoadedModel`: a run's eval batch, workers and precision; batch
+500, 2 workers and fp32 for zoo cards and other foreign models); each can be overridden.
 """
 
 from __future__ import annotations
@@ -9,86 +13,170 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from trainkit.runtime.checkpoint import CheckpointError, load_checkpoint
-from trainkit.data.loaders import LoaderSettings, make_loader
-from trainkit.data.sources import open_source, resolve_splits
-from trainkit.runtime.distributed import DistInfo
-from trainkit.train.engine import evaluate
-from trainkit.eval.metrics import format_metrics, write_confusion_csv, write_confusion_png
-from trainkit.models.build import build_model
+from trainkit.config.recipe import AugmentCfg, DataCfg, RuntimeCfg
+from trainkit.data.loaders import Loader, LoaderSettings, make_loader
 from trainkit.data.multiscale import TTA
-from trainkit.config.recipe import parse_recipe
+from trainkit.data.sources import DataError, Split, open_source, resolve_splits
+from trainkit.eval.loop import evaluate
+from trainkit.eval.metrics import format_metrics, write_confusion_csv, write_confusion_png
+from trainkit.eval.restricted import class_indices, evaluate_restricted
+from trainkit.config.schema import RecipeError
+from trainkit.eval.ensemble import member_logits, meter_for
+from trainkit.models.ensemble import combine
+from trainkit.models.hub import LoadedModel, loaded_ensemble, resolve
+from trainkit.runtime.distributed import DistInfo
+from trainkit.zoo.cards import ModelCard
+from trainkit.zoo.source import loaded_card
 
 SPLITS = ("train", "val", "test")
 
 
-def pick_weights(ckpt: dict, weights: str, path: Path) -> str:
-    """auto: the EMA weights when the run chose its best checkpoint by an EMA metric."""
-    if weights == "auto":
-        best_by = parse_recipe(ckpt["recipe"]).train.best_metric
-        return "ema" if best_by.startswith("ema_") and ckpt.get("ema") else "raw"
-    if weights == "ema" and not ckpt.get("ema"):
-        raise CheckpointError(f"{path}: no EMA weights in this checkpoint (the run had no ema.decay)")
-    return weights
+@dataclass(frozen=True)
+class EvalOptions:
+    """Overrides of a source's evaluation defaults; None keeps the source's own."""
+    batch: int | None = None
+    workers: int | None = None
+    precision: str | None = None
 
 
-def model_from_checkpoint(ckpt: dict, path: Path, weights: str = "raw") -> torch.nn.Module:
-    recipe = parse_recipe(ckpt["recipe"])
-    model = build_model(dataclasses.replace(recipe.model, pretrained=None), ckpt["num_classes"], ckpt["in_chans"])
-    try:
-        model.load_state_dict(ckpt["ema"]["model"] if weights == "ema" else ckpt["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit model {recipe.model.name}: {first}") from None
-    return model
-
-
-def evaluate_checkpoint(path: str | Path, *, split: str = "test", dist: DistInfo = DistInfo(),
-                        device: torch.device = torch.device("cpu"), data_root: str | None = None,
-                        batch: int | None = None, workers: int | None = None, precision: str | None = None,
-                        show_progress: bool | str = "auto", weights: str = "auto", tta_flip: bool = False,
-                        tta_sizes: list[int] | None = None) -> dict:
-    """Evaluate a trainkit checkpoint; settings default to those the run trained with.
-
-    ``weights``: raw, ema or auto (ema when the run picked its best by an EMA metric).
-    ``tta_flip`` / ``tta_sizes``: average softmax over flips and over the eval batch
-    resized to each size (see trainkit.data.multiscale.TTA)."""
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    recipe = parse_recipe(ckpt["recipe"])
+def data_of(loaded: LoadedModel, data_root: str | None = None) -> DataCfg:
+    """The data set ``loaded`` is evaluated on: its own, or an ImageFolder at ``data_root``."""
+    data = loaded.data
     if data_root is not None:
-        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=data_root))
-    plan, rt = ckpt["plan"], recipe.runtime
-    splits = resolve_splits(recipe.data, open_source(recipe.data, recipe.runtime))
-    classes = list(splits["train"].classes)
-    if classes != list(ckpt["classes"]):
-        raise CheckpointError(f"{path}: the data's classes differ from the checkpoint's "
-                              f"({len(classes)} vs {len(ckpt['classes'])} classes)")
-    weights = pick_weights(ckpt, weights, path)
-    model = model_from_checkpoint(ckpt, path, weights).to(device)
-    channels_last = plan.get("channels_last", rt.channels_last is True)   # the layout the run used
-    if channels_last:
+        data = dataclasses.replace(data, root=data_root) if data is not None else \
+            DataCfg(name="imagefolder", root=data_root, holdout_fraction=0.0, eval=loaded.eval)
+    if data is None:
+        raise DataError(f"{loaded.spec} does not name its data set; give --data-root (an ImageFolder)")
+    data.check("data")
+    return data
+
+
+def open_splits(data: DataCfg, classes: list[str] | None, what: str, runtime: RuntimeCfg | None = None,
+                subset_ok: bool = False) -> dict[str, Split]:
+    """train/val/test of ``data``; one-line error when the model's classes (when known) differ from the data's
+    (``subset_ok``: unless the data's are fewer, a subset: see :func:`restricted_to`).
+    ``runtime``: where shards from a URL are cached (data.format=webdataset)."""
+    splits = resolve_splits(data, open_source(data, runtime))
+    found = list(splits["train"].classes)
+    if classes is not None and found != list(classes) and not (subset_ok and len(found) < len(classes)):
+        raise DataError(f"{what}: the data's classes differ from the model's ({len(found)} vs {len(classes)} "
+                        f"classes; is {data.root} the right data root?)")
+    return splits
+
+
+def restricted_to(loaded: LoadedModel, found: list[str], data: DataCfg) -> list[int] | None:
+    """The model outputs of the data's classes when they are a strict subset of the model's (10 ImageNet
+    synsets for an ImageNet model): evaluation then restricts the logits to them. None otherwise."""
+    if loaded.classes is None or found == list(loaded.classes):
+        return None
+    return class_indices(loaded.classes, found, f"{loaded.spec} on {data.root}")
+
+
+def loader_settings(loaded: LoadedModel, opts: EvalOptions, device: torch.device) -> LoaderSettings:
+    """The source's own loader settings (its runtime and eval batch), with ``opts`` overriding."""
+    settings = LoaderSettings.from_runtime(loaded.runtime, opts.batch or loaded.eval_batch, device, train=False)
+    return settings if opts.workers is None else dataclasses.replace(settings, workers=opts.workers)
+
+
+def eval_loader(split: Split, data: DataCfg, loaded: LoadedModel, settings: LoaderSettings, device: torch.device,
+                dist: DistInfo = DistInfo()) -> Loader:
+    """The eval loader of ``split`` with ``loaded``'s preprocessing and channels (no augmentation)."""
+    return make_loader(split, train=False, data=dataclasses.replace(data, eval=loaded.eval), augment=AugmentCfg(),
+                       settings=settings, chans=loaded.in_chans, device=device, seed=0,
+                       channels_last=loaded.runtime.channels_last, rank=dist.rank, world=dist.world)
+
+
+def evaluate_ensemble(members: list[LoadedModel], rule: str, weights: list[float] | None, *, split: str = "test",
+                      data_cfg: DataCfg | None = None, opts: EvalOptions = EvalOptions(),
+                      device: torch.device = torch.device("cpu"), show_progress: bool | str = "auto") -> dict:
+    """Per-member and ensemble metrics on one split: ``{"rows": [...], "classes": ..., ...}``.
+
+    ``data_cfg`` defaults to the first member that knows its data set. The ensemble evaluates with
+    the foreign defaults of :func:`trainkit.models.hub.loaded_ensemble` (each member its own preprocessing).
+    """
+    if not members:
+        raise RecipeError("an ensemble needs at least one member")
+    ensemble = loaded_ensemble("ensemble", members, rule, weights)   # checks classes, rule and weights
+    data_cfg = data_cfg or next((m.data for m in members if m.data is not None), None)
+    if data_cfg is None:
+        raise RecipeError("no member names its data set; give --data-root (an ImageFolder)")
+    splits = open_splits(data_cfg, ensemble.classes, "ensemble members")
+    settings = loader_settings(ensemble, opts, device)
+    precision = opts.precision or ensemble.precision
+    loaders = lambda m: eval_loader(splits[split], data_cfg, dataclasses.replace(m, runtime=ensemble.runtime),  # noqa: E731
+                                    settings, device)
+    logits, targets = member_logits(members, loaders, device=device, precision=precision,
+                                    show_progress=show_progress)
+    n = members[0].num_classes
+    rows = [{"name": m.spec, "arch": m.arch, "preprocessing": m.describe_preprocessing(), **meter_for(x, targets, n)}
+            for m, x in zip(members, logits)]
+    label = f"ensemble ({rule}{', weights ' + ','.join(f'{w:g}' for w in weights) if weights else ''})"
+    rows.append({"name": label, "arch": "-", "preprocessing": "each member its own",
+                 **meter_for(combine(logits, rule, weights), targets, n)})
+    return {"split": split, "rule": rule, "weights": weights, "classes": list(splits["train"].classes),
+            "data_root": data_cfg.root, "precision": precision, "rows": rows}
+
+
+def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataCfg | None = None,
+                   data_root: str | None = None, opts: EvalOptions = EvalOptions(), dist: DistInfo = DistInfo(),
+                   device: torch.device = torch.device("cpu"), show_progress: bool | str = "auto",
+                   tta_flip: bool = False, tta_sizes: list[int] | None = None) -> dict:
+    """Evaluate a resolved model on ``split`` (default: the source's own) of ``data`` (default: its own).
+
+    ``tta_flip`` / ``tta_sizes``: average softmax over flips and over the eval batch resized to
+    each size (see trainkit.data.multiscale.TTA)."""
+    split = split or loaded.split
+    data = data or data_of(loaded, data_root)
+    splits = open_splits(data, loaded.classes, loaded.spec, loaded.runtime, subset_ok=True)
+    subset = restricted_to(loaded, list(splits["train"].classes), data)
+    model = loaded.model.to(device)
+    if loaded.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    settings = LoaderSettings.from_runtime(rt, batch or plan["eval_batch"], device, train=False)
-    if workers is not None:
-        settings = dataclasses.replace(settings, workers=workers)
-    loader = make_loader(splits[split], train=False, data=recipe.data, augment=recipe.augment, settings=settings,
-                         chans=ckpt["in_chans"], device=device, seed=recipe.train.seed,
-                         channels_last=channels_last, rank=dist.rank, world=dist.world)
-    precision = precision or plan["precision"]
+    settings = loader_settings(loaded, opts, device)
+    loader = eval_loader(splits[split], data, loaded, settings, device, dist)
+    precision = opts.precision or loaded.precision
     if tta_flip or tta_sizes:
         model = TTA(model, tta_sizes, flip=tta_flip)
-    meter = evaluate(model, loader, num_classes=ckpt["num_classes"], device=device, precision=precision,
-                     show_progress=show_progress, desc=f"eval {split}")
+    if subset is None:
+        metrics = evaluate(model, loader, num_classes=loaded.num_classes, device=device, precision=precision,
+                           show_progress=show_progress, desc=f"eval {split}").compute()
+    else:   # the restricted-logit metrics, with top1_all/top5_all over every output beside them
+        metrics = evaluate_restricted(model, loader, subset, device=device, precision=precision,
+                                      show_progress=show_progress, desc=f"eval {split}")
+    info = loaded.info
     # The split's own name: "test" on a set without a test split reads its val split, named val.
-    return {"checkpoint": str(path), "split": splits[split].name, "epoch": ckpt["epoch"], "model": recipe.model.name,
-            "precision": precision, "batch": settings.batch, "classes": classes, "skipped_images": loader.skipped,
-            "recipe_hash": plan["recipe_hash"], "weights": weights,
-            "tta": {"flip": tta_flip, "sizes": list(tta_sizes or [])}, "metrics": meter.compute()}
+    return {"checkpoint": info.get("checkpoint", loaded.spec), "split": splits[split].name, "epoch": info.get("epoch"),
+            "model": loaded.arch, "precision": precision, "batch": settings.batch,
+            "classes": list(splits["train"].classes), "skipped_images": loader.skipped,
+            "recipe_hash": info.get("recipe_hash"), "weights": info.get("weights", "raw"),
+            "tta": {"flip": tta_flip, "sizes": list(tta_sizes or [])}, "metrics": metrics}
+
+
+def evaluate_card(card: ModelCard, *, data_root: str | None = None, split: str | None = None,
+                  limit: int | None = None, batch: int | None = None, device: torch.device = torch.device("cpu"),
+                  show_progress: bool | str = "auto") -> dict:
+    """A card as it stands (e.g. with a candidate eval preprocessing) through :func:`evaluate_model`;
+    ``limit``: a seeded subset of that many images."""
+    loaded = loaded_card(card)
+    data = data_of(loaded, data_root)
+    if limit:
+        data = dataclasses.replace(data, limit_train=limit, limit_eval=limit)
+    return evaluate_model(loaded, split=split, data=data, opts=EvalOptions(batch=batch), device=device,
+                          show_progress=show_progress)
+
+
+def evaluate_checkpoint(path: str | Path, *, split: str = "test", weights: str = "auto", batch: int | None = None,
+                        workers: int | None = None, precision: str | None = None, **kwargs) -> dict:
+    """A trainkit checkpoint or run folder through :func:`evaluate_model` (train.py's summary uses this).
+
+    ``weights``: raw, ema or auto (ema when the run picked its best by an EMA metric)."""
+    return evaluate_model(resolve(str(path), weights=weights), split=split, opts=EvalOptions(batch, workers, precision),
+                          **kwargs)
 
 
 def write_report(report: dict, out_dir: Path) -> None:
@@ -107,4 +195,5 @@ def write_report(report: dict, out_dir: Path) -> None:
     write_confusion_png(out_dir / "confusion.png", m["confusion"], classes, title)
 
 
-__all__ = ["evaluate_checkpoint", "write_report", "format_metrics", "SPLITS"]
+__all__ = ["evaluate_model", "evaluate_card", "evaluate_ensemble", "evaluate_checkpoint", "write_report",
+           "format_metrics", "SPLITS", "EvalOptions"]

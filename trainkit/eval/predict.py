@@ -8,7 +8,9 @@ A file that cannot be read as an image gives a result with ``error`` set; the ot
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -17,13 +19,15 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from timm.data import ImageNetInfo
 
 from trainkit.data.loaders import BAD_IMAGE_ERRORS
 from trainkit.data.multiscale import TTA
 from trainkit.data.transforms import Normalize, eval_transform, pil_to_uint8, to_channels
-from trainkit.models.hub import LoadedModel, load_model
+from trainkit.models import hub
+from trainkit.models.hub import LoadedModel
 from trainkit.runtime.progress import progress
-from trainkit.train.engine import autocast
+from trainkit.runtime.distributed import autocast
 
 SYNSET_RE = re.compile(r"^n\d{8}$")
 
@@ -90,9 +94,7 @@ def class_names(loaded: LoadedModel) -> list[str | None]:
     if not classes or not all(SYNSET_RE.match(c) for c in classes):
         return [None] * len(classes)
     try:
-        from timm.data import ImageNetInfo  # timm ships the synset -> description table
-
-        info = ImageNetInfo()
+        info = ImageNetInfo()   # timm ships the synset -> description table
         known = dict(zip(info.label_names(), info.label_descriptions()))
         return [known[c].split(",")[0] if c in known else None for c in classes]
     except Exception:  # noqa: BLE001 - names are a convenience; the labels stay
@@ -138,7 +140,7 @@ def _collate(items: list) -> list:
 
 def resolve(model: str | LoadedModel, arch: str | None = None) -> LoadedModel:
     """A model string (zoo:<id>, timm:<name>, run folder, checkpoint, weights file with ``arch``) or a loaded one."""
-    return model if isinstance(model, LoadedModel) else load_model(model, arch=arch)
+    return model if isinstance(model, LoadedModel) else hub.resolve(model, arch=arch)
 
 
 @torch.no_grad()
@@ -216,9 +218,6 @@ def format_line(pred: Prediction) -> str:
 def write_predictions(preds: list[Prediction], path: Path, *, loaded: LoadedModel, topk: int) -> Path:
     """One row per image as CSV (``.csv``) or JSON (``.json``), the model spec and card id in each
     CSV row and in the JSON header; written to a temporary file and renamed (never half a file)."""
-    import csv
-    import json
-
     k = max(1, min(topk, loaded.num_classes))
     tmp = path.with_name(f".{path.name}.part{os.getpid()}")
     path.parent.mkdir(parents=True, exist_ok=True)

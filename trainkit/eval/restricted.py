@@ -17,7 +17,7 @@ import torch
 from trainkit.data.sources import DataError
 from trainkit.eval.metrics import ClassificationMeter
 from trainkit.runtime.progress import progress
-from trainkit.train.engine import autocast
+from trainkit.runtime.distributed import autocast
 
 
 def class_indices(model_classes: Sequence[str], data_classes: Sequence[str], what: str) -> list[int]:

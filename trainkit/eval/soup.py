@@ -19,6 +19,12 @@ from typing import Callable
 
 import torch
 
+from trainkit.config.recipe import parse_recipe
+from trainkit.data.sources import val_is_test
+from trainkit.data.loaders import LoaderSettings, make_loader
+from trainkit.eval.loop import evaluate
+from trainkit.eval.pipeline import EvalOptions, data_of, eval_loader, loader_settings, open_splits
+from trainkit.models.hub import from_checkpoint
 from trainkit.runtime.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger("trainkit")
@@ -119,8 +125,6 @@ class SoupContext:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def score(self, state: dict[str, torch.Tensor]) -> float:
-        from trainkit.train.engine import evaluate
-
         self.prepare(state)
         meter = evaluate(self.model, self.val_loader, num_classes=self.num_classes, device=self.device,
                          precision=self.precision, show_progress=False)
@@ -130,31 +134,25 @@ class SoupContext:
 def soup_context(ckpt: dict, *, device: torch.device, bn_batches: int, need_val: bool, data_root: str | None = None,
                  batch: int | None = None, workers: int | None = None) -> SoupContext:
     """Model and loaders from the first checkpoint's recipe (its val split, its training augmentation)."""
-    from trainkit.data.loaders import LoaderSettings, make_loader
-    from trainkit.data.sources import open_source, resolve_splits, val_is_test
-    from trainkit.eval.pipeline import model_from_checkpoint
-    from trainkit.config.recipe import parse_recipe
-
+    loaded = from_checkpoint("soup", Path("soup"), ckpt)
+    # the soup's model stays in the default memory format, so its loaders do too
+    loaded = dataclasses.replace(loaded, runtime=dataclasses.replace(loaded.runtime, channels_last=False))
     recipe = parse_recipe(ckpt["recipe"])
-    if data_root is not None:
-        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=data_root))
-    source = open_source(recipe.data, recipe.runtime)
-    splits = resolve_splits(recipe.data, source)
+    data = data_of(loaded, data_root)
+    splits = open_splits(data, None, "soup", recipe.runtime)
     if need_val and val_is_test(splits):
         raise CheckpointError("soup: the recipe validates on test (data.holdout_fraction=0); a greedy soup must "
                               "choose on held-out training data, not on the split it reports")
-    model = model_from_checkpoint(ckpt, Path("soup")).to(device)
-    rt, plan = recipe.runtime, ckpt["plan"]
-    common = dict(data=recipe.data, augment=recipe.augment, chans=ckpt["in_chans"], device=device,
-                  seed=recipe.train.seed, channels_last=False)
-    eval_settings = LoaderSettings.from_runtime(rt, batch or plan["eval_batch"], device, train=False)
-    train_settings = LoaderSettings.from_runtime(rt, plan["per_device_batch"], device, train=True)
-    if workers is not None:
-        eval_settings = dataclasses.replace(eval_settings, workers=workers)
-        train_settings = dataclasses.replace(train_settings, workers=workers)
-    val = make_loader(splits["val"], train=False, settings=eval_settings, **common)
-    train = make_loader(splits["train"], train=True, settings=train_settings, **common) if bn_batches else None
-    return SoupContext(model, val, train, ckpt["num_classes"], device, plan["precision"], bn_batches)
+    model = loaded.model.to(device)
+    opts = EvalOptions(batch, workers)
+    val = eval_loader(splits["val"], data, loaded, loader_settings(loaded, opts, device), device)
+    train = None
+    if bn_batches:
+        settings = LoaderSettings.from_runtime(recipe.runtime, ckpt["plan"]["per_device_batch"], device, train=True)
+        settings = settings if workers is None else dataclasses.replace(settings, workers=workers)
+        train = make_loader(splits["train"], train=True, data=data, augment=recipe.augment, settings=settings,
+                            chans=loaded.in_chans, device=device, seed=recipe.train.seed, channels_last=False)
+    return SoupContext(model, val, train, loaded.num_classes, device, loaded.precision, bn_batches)
 
 
 def soup_checkpoint(base: dict, state: dict[str, torch.Tensor], info: dict) -> dict:

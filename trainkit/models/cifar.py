@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
+from trainkit.runtime.checkpoint import torch_load
+
 CIFAR_MEAN, CIFAR_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what akamaster's weights were trained with
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
 
@@ -264,7 +266,7 @@ def load_akamaster_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Those files hold ``{'best_prec1': float, 'state_dict': {'module.conv1.weight': ..., ...}}``;
     the result loads into ``resnet{20,32,44,56,110}_cifar`` with ``strict=True``.
     """
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = torch_load(path)
     if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
         raise ValueError(f"{path}: expected a dict with a 'state_dict' entry, as written by "
                          f"akamaster/pytorch_resnet_cifar10")

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from trainkit.config.recipe import KeyMapCfg
-from trainkit.config.registry import Registry
+from trainkit.config.registry import KEY_MAPS
 from trainkit.runtime.checkpoint import CheckpointError
 
 State = dict[str, torch.Tensor]
@@ -60,7 +60,6 @@ class InOrder:
         return out
 
 
-KEY_MAPS: Registry[object] = Registry("key mapping", key="key_map.rule")
 KEY_MAPS.register("as_is")(AsIs())
 KEY_MAPS.register("in_order")(InOrder())
 

@@ -73,12 +73,13 @@ def dataset_slug(name: str) -> str:
         or "dataset"
 
 
-def _figure(width_in: float, height_in: float):
-    # the object API with the Agg canvas: no pyplot global state, works without a display
+def figure(width_in: float, height_in: float, dpi: float | None = 110, **kwargs):
+    """A matplotlib Figure on an Agg canvas: the object API, no pyplot global state, no display needed."""
+    # optional heavy dependency: matplotlib takes a second to import and only charts need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width_in, height_in), dpi=110)
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, **kwargs)
     FigureCanvasAgg(fig)
     return fig
 
@@ -99,7 +100,7 @@ def _finish(fig, axes, path: Path, legend_title: str | None = None) -> Path:
 def accuracy_vs_time_png(rows: list[dict], path: Path, *, dataset: str, split: str) -> Path:
     """Top-1 on ``split`` (%) against training time (minutes): one numbered point per row, the seed
     standard deviation as an error bar for grouped rows."""
-    fig = _figure(6.5, 4.2)
+    fig = figure(6.5, 4.2)
     ax = fig.add_subplot()
     common = common_variant(rows)
     for row in rows:
@@ -127,7 +128,7 @@ def read_curves(run_dir: Path) -> list[dict]:
 
 def curves_png(rows: list[dict], path: Path, *, dataset: str) -> Path:
     """Train loss and val top-1 per epoch; every run of a row (its seeds) in the row's colour and marker."""
-    fig = _figure(10, 4.0)
+    fig = figure(10, 4.0)
     loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     common = common_variant(rows)
     for row in rows:
@@ -142,7 +143,7 @@ def curves_png(rows: list[dict], path: Path, *, dataset: str) -> Path:
             val = [e for e in epochs if _is_number(e.get("val_top1"))]
             acc_ax.plot([e["epoch"] for e in val], [e["val_top1"] for e in val], color=st["color"],
                         marker=st["marker"], markersize=4, linewidth=1.2, alpha=0.85, label=label)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # optional heavy dependency (see figure)
 
     loss_ax.set(xlabel="epoch", ylabel="train loss", title=f"{dataset_title(dataset)}: training loss")
     acc_ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="val split top-1 per epoch")

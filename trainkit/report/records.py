@@ -167,7 +167,8 @@ def ungrouped(records: list[dict]) -> list[dict]:
         peers = [r for r in records if group_key(r) == group_key(record)]
         row = {**record, "n": 1, "runs": [record.get("run")]}
         if len({str(r.get("seed")) for r in peers}) > 1:
-            row["variant_text"] = " ".join(filter(None, (record.get("variant_text"), f"train.seed={record.get('seed')}")))
+            seed = f"train.seed={record.get('seed')}"
+            row["variant_text"] = " ".join(filter(None, (record.get("variant_text"), seed)))
         rows.append(row)
     return rows
 

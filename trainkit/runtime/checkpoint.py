@@ -9,13 +9,12 @@ plan, class names and eval preprocessing.
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 FORMAT = "trainkit-checkpoint/1"
 
@@ -49,16 +48,35 @@ def save_atomic(obj: dict, path: Path) -> None:
         pass
 
 
+def torch_load(path: str | Path, what: str = "weights") -> object:
+    """``torch.load`` on the CPU with ``weights_only=True``; any failure is one line naming the file.
+
+    The one place the project unpickles: a file from the internet must not be able to run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every unpickling failure is the same user error
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot load {what} {path} (truncated, not a {what} file, or it needs code "
+                              f"to unpickle): {first}") from None
+
+
+def read_weights_file(path: str | Path) -> object:
+    """The content of a .safetensors file (a state dict) or of any torch file (see :func:`torch_load`)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return torch_load(path)
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: the same user error
+        raise CheckpointError(f"cannot load weights {path}: {str(err).splitlines()[0]}") from None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a trainkit checkpoint on the CPU with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot load checkpoint {path} (truncated or not a checkpoint): {first}") from None
+    data = torch_load(path, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a trainkit checkpoint (no '{FORMAT}' marker); "
                               "plain state dicts go in model.pretrained")

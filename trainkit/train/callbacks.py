@@ -11,6 +11,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    import resource   # POSIX only: peak resident memory
+except ImportError:
+    resource = None
+
 from trainkit.runtime.checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
@@ -20,10 +25,11 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak device memory (CUDA) or peak resident memory of this process (CPU), MiB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    if resource is None:
+        return float("nan")
     try:
-        import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    except (ImportError, OSError):
+    except OSError:
         return float("nan")
 
 
@@ -38,6 +44,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, enabled: bool):
         self.run_dir, self.enabled, self._tb = run_dir, enabled, None
         if enabled:
+            # optional heavy dependency: tensorboard takes seconds to import, only rank 0 writes events
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
 

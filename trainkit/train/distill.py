@@ -23,13 +23,12 @@ import torch.nn.functional as F
 
 from trainkit.config.schema import RecipeError
 from trainkit.config.recipe import DistillCfg, EvalCfg
-from trainkit.config.registry import Registry
-from trainkit.models.hub import LoadedModel, adapted, load_model
+from trainkit.config.registry import DISTILL_LOSSES
+from trainkit.models.hub import LoadedModel, adapted, loaded_ensemble, resolve
 
 log = logging.getLogger("trainkit")
 
 DistillFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]   # (student, teacher, tau) -> loss
-DISTILL_LOSSES: Registry[DistillFn] = Registry("distillation kind", key="distill.kind")
 
 
 @DISTILL_LOSSES.register("soft")
@@ -191,10 +190,8 @@ class DistillationLoss(torch.nn.Module):
 def load_teacher(cfg: DistillCfg) -> LoadedModel:
     """The teacher the recipe names: one model, or an ensemble of several."""
     if isinstance(cfg.teacher, str):
-        return load_model(cfg.teacher, arch=cfg.teacher_arch)
-    from trainkit.eval.ensemble import loaded_ensemble
-
-    members = [load_model(spec, arch=cfg.teacher_arch) for spec in cfg.teacher]
+        return resolve(cfg.teacher, arch=cfg.teacher_arch)
+    members = [resolve(spec, arch=cfg.teacher_arch) for spec in cfg.teacher]
     return loaded_ensemble(f"ensemble of {len(members)}", members, cfg.combine, cfg.weights)
 
 

@@ -9,20 +9,11 @@ from typing import Callable, Iterable
 
 import torch
 
-from trainkit.runtime.distributed import agree_any, all_reduce_sum
-from trainkit.eval.metrics import ClassificationMeter
+from trainkit.runtime.distributed import agree_any, autocast
 from trainkit.runtime.progress import progress
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 class NonFiniteLoss(RuntimeError):
     """train.nonfinite=stop: a step's loss was NaN or infinite; the message names the step."""
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = AUTOCAST_DTYPES[precision]
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def with_inputs(loss_fn: Callable) -> Callable:
@@ -131,8 +122,8 @@ class TrainStep:
         bad, self.stopping = agree_any([not bool(self._group_finite), self.stop_requested], self.device)
         self._group_finite.fill_(True)
         if bad and self.nonfinite == "stop":
-            raise NonFiniteLoss(f"non-finite loss or gradient by optimizer step {self.optimizer_steps + 1}; stopped without "
-                                "saving, so the last checkpoint holds the last good weights "
+            raise NonFiniteLoss(f"non-finite loss or gradient by optimizer step {self.optimizer_steps + 1}; "
+                                "stopped without saving, so the last checkpoint holds the last good weights "
                                 "(train.nonfinite=skip skips such steps and counts them)")
         self._skip_this_step = bad
 
@@ -208,21 +199,3 @@ def train_one_epoch(step: TrainStep, loader: Iterable, *, steps: int, log_every:
     sync_device(step.device)
     seconds = time.perf_counter() - start
     return EpochStats(float(loss_sum) / max(1, done - start_micro), images, seconds, first_step_s)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Iterable, *, num_classes: int, device: torch.device, precision: str,
-             loss_fn: Callable | None = None, show_progress: bool = False, desc: str = "eval") -> ClassificationMeter:
-    """Top-1/5, loss, confusion and calibration over ``loader``; reduced over ranks (each sample once)."""
-    model.eval()
-    meter = ClassificationMeter(num_classes)
-    loss_fn = loss_fn or torch.nn.functional.cross_entropy
-    bar = progress(total=len(loader), desc=desc, enabled=show_progress)
-    for x, y in loader:
-        with autocast(device, precision):
-            logits = model(x)
-        meter.update(logits.float(), y, loss_fn(logits.float(), y) * len(y))
-        bar.update(1)
-    bar.close()
-    meter.load_state(all_reduce_sum(meter.state(device)))  # NCCL reduces on the GPU
-    return meter

@@ -24,7 +24,7 @@ from torch import nn
 from trainkit.config.recipe import AugmentCfg, DataCfg
 from trainkit.data.loaders import EpochBatches, LoaderSettings, make_loader
 from trainkit.data.sources import Split
-from trainkit.train.engine import autocast
+from trainkit.runtime.distributed import autocast
 
 log = logging.getLogger("trainkit")
 

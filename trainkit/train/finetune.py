@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from torch import nn
 from timm.models import group_parameters
 
 from trainkit.config.schema import RecipeError
 from trainkit.config.recipe import FinetuneCfg, OptimCfg
-from trainkit.zoo.cards import head_param_names
+from trainkit.models.weights import head_param_names
 
 log = logging.getLogger("trainkit")
 

@@ -21,10 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from trainkit.config.recipe import LossCfg
-from trainkit.config.registry import Registry
+from trainkit.config.registry import LOSSES
 from trainkit.config.schema import RecipeError
-
-LOSSES: Registry = Registry("loss", key="loss.name")
 
 
 def is_hard(targets: torch.Tensor) -> bool:

@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, list_optimizers
 
 from trainkit.config.recipe import OptimCfg, ScheduleCfg
-from trainkit.config.registry import Registry
+from trainkit.config.registry import OPTIMIZERS, SCHEDULES
 
 
 def scaled_lr(cfg: OptimCfg, global_batch: int) -> float:
@@ -17,7 +17,15 @@ def scaled_lr(cfg: OptimCfg, global_batch: int) -> float:
     return cfg.lr * global_batch / cfg.lr_ref_batch
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *, fused_ok: bool = False,
+# optim.name -> the name timm's factory knows. Ours: "sgd" honours nesterov (timm's own "sgd" always means
+# Nesterov); every other timm optimizer under its own name.
+OPTIMIZERS.register("sgd")(lambda cfg: "nesterov" if cfg.nesterov else "momentum")
+for _name in list_optimizers():
+    if _name not in OPTIMIZERS:
+        OPTIMIZERS.register(_name)(lambda cfg, _name=_name: _name)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *,
                     param_groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """Create the optimizer for ``model`` at the already scaled ``lr``.
 
@@ -26,9 +34,7 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *, fused_o
     model's ``no_weight_decay()`` set get weight decay 0. ``param_groups`` (with their own
     ``weight_decay`` and ``lr_scale``, e.g. from trainkit.train.finetune) replace that grouping.
     """
-    name = cfg.name.lower()
-    if name == "sgd":
-        name = "nesterov" if cfg.nesterov else "momentum"
+    name = OPTIMIZERS.get(cfg.name.lower())(cfg)
     kwargs = dict(cfg.kwargs)
     if cfg.betas is not None:
         kwargs["betas"] = tuple(cfg.betas)
@@ -37,49 +43,54 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *, fused_o
     params = model if param_groups is None else param_groups
     # foreach kernels batch the per-parameter updates (fewer launches, less Python).
     return create_optimizer_v2(params, opt=name, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                               filter_bias_and_bn=cfg.no_decay_norm_bias, foreach=True if not fused_ok else None,
+                               filter_bias_and_bn=cfg.no_decay_norm_bias, foreach=True,
                                **kwargs)
 
 
 # ---------------------------------------------------------------- schedules
 
-SCHEDULES: Registry = Registry("schedule", key="schedule.name")
-
-
 def _cosine(progress: float, cfg: ScheduleCfg) -> float:
     return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-SCHEDULES.register("cosine")(lambda p, e, cfg: _cosine(p, cfg))
-SCHEDULES.register("linear")(lambda p, e, cfg: cfg.min_lr_factor + (1 - cfg.min_lr_factor) * (1 - p))
-SCHEDULES.register("constant")(lambda p, e, cfg: 1.0)
-SCHEDULES.register("step")(lambda p, e, cfg: cfg.gamma ** math.floor(e / cfg.step_epochs))
-SCHEDULES.register("multistep")(lambda p, e, cfg: cfg.gamma ** sum(e >= m for m in cfg.milestones))
+def warmup_then(decay):
+    """A schedule: linear warmup over ``warmup_epochs``, then ``decay(progress, epoch, cfg)`` over the rest."""
+    def factor(step: int, steps_per_epoch: int, cfg: ScheduleCfg) -> float:
+        total = cfg.epochs * steps_per_epoch
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        if step < warmup:
+            return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * step / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return decay(progress, step / steps_per_epoch, cfg)
+    return factor
+
+
+# schedule.name -> lr factor as a function of (optimizer step, steps per epoch, cfg)
+SCHEDULES.register("cosine")(warmup_then(lambda p, e, cfg: _cosine(p, cfg)))
+SCHEDULES.register("linear")(warmup_then(lambda p, e, cfg: cfg.min_lr_factor + (1 - cfg.min_lr_factor) * (1 - p)))
+SCHEDULES.register("constant")(warmup_then(lambda p, e, cfg: 1.0))
+SCHEDULES.register("step")(warmup_then(lambda p, e, cfg: cfg.gamma ** math.floor(e / cfg.step_epochs)))
+SCHEDULES.register("multistep")(warmup_then(lambda p, e, cfg: cfg.gamma ** sum(e >= m for m in cfg.milestones)))
+
+
+@SCHEDULES.register("onecycle")
+def onecycle(step: int, steps_per_epoch: int, cfg: ScheduleCfg) -> float:
+    """Rises (cosine) for ``onecycle_pct_start`` of training, then anneals (cosine); no separate warmup."""
+    total = cfg.epochs * steps_per_epoch
+    rise = max(1, round(cfg.onecycle_pct_start * total))
+    if step < rise:
+        return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * (1 - math.cos(math.pi * step / rise)) / 2
+    return _cosine(min(1.0, (step - rise) / max(1, total - rise)), cfg)
 
 
 @dataclass(frozen=True)
 class LrFactor:
-    """lr multiplier as a pure function of the optimizer step (picklable, resumable).
-
-    Linear warmup over ``warmup_epochs``, then the named decay over the rest.
-    ``onecycle`` rises (cosine) for ``onecycle_pct_start`` of training, then anneals.
-    """
+    """lr multiplier as a pure function of the optimizer step (picklable, resumable): the named schedule."""
     cfg: ScheduleCfg
     steps_per_epoch: int
 
     def __call__(self, step: int) -> float:
-        cfg, total = self.cfg, self.cfg.epochs * self.steps_per_epoch
-        epoch = step / self.steps_per_epoch
-        if cfg.name == "onecycle":
-            rise = max(1, round(cfg.onecycle_pct_start * total))
-            if step < rise:
-                return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * (1 - math.cos(math.pi * step / rise)) / 2
-            return _cosine(min(1.0, (step - rise) / max(1, total - rise)), cfg)
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
-        if step < warmup:
-            return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * step / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return SCHEDULES.get(cfg.name)(progress, epoch, cfg)
+        return SCHEDULES.get(self.cfg.name)(step, self.steps_per_epoch, self.cfg)
 
 
 class StepScheduler:

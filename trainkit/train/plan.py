@@ -95,7 +95,8 @@ def batch_split(recipe: Recipe, world: int) -> tuple[int, int]:
         return gb // world, 1
     if gb % (per_device * world):
         raise RecipeError(f"train.global_batch={gb} is not divisible by runtime.per_device_batch={per_device} "
-                          f"x world size {world}; choose a per-device batch that divides {gb // world if gb % world == 0 else gb}")
+                          f"x world size {world}; choose a per-device batch that divides "
+                          f"{gb // world if gb % world == 0 else gb}")
     return per_device, gb // (per_device * world)
 
 
@@ -106,7 +107,8 @@ def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: 
     the name of the split the summary reports (see trainkit.data.sources.val_is_test)."""
     per_device, accum = batch_split(recipe, world)
     rt, sch = recipe.runtime, recipe.schedule
-    micro = (split_sizes["train"] // world) // per_device if rt.drop_last else -(-(split_sizes["train"] // world) // per_device)
+    per_rank = split_sizes["train"] // world
+    micro = per_rank // per_device if rt.drop_last else -(-per_rank // per_device)
     steps = micro // accum if rt.drop_last else -(-micro // accum)
     if steps < 1:
         raise RecipeError(f"train.global_batch={recipe.train.global_batch} is larger than the training set "

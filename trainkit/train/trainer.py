@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import platform
 import random
-import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,27 +15,30 @@ import timm
 import torch
 
 from trainkit import __version__
-from trainkit.train.callbacks import Checkpointer, RunLogger, StopTraining, peak_memory_mb
-from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
+from trainkit.config.recipe import Recipe, recipe_dict, recipe_hash, recipe_yaml
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader, use_in_memory
-from trainkit.data.sources import DataError, Split, open_source, report_split, resolve_splits, val_is_test
-from trainkit.runtime.distributed import DistInfo, barrier, convert_sync_batchnorm
-from trainkit.train.ema import ModelEma
-from trainkit.train.engine import TrainStep, evaluate, train_one_epoch
-from trainkit.eval.pipeline import evaluate_checkpoint
-from trainkit.runtime.faults import Preempted, StopOnSigterm
 from trainkit.train.feature_cache import HeadOnly, cache_features
-from trainkit.train.finetune import Finetuner
-from trainkit.train.distill import build_distillation
-from trainkit.train.losses import build_loss
 from trainkit.data.mixup import Mixup
-from trainkit.models.build import build_model, count_params
+from trainkit.data.sources import Data, report_split, val_is_test
+from trainkit.data.augment import batched_supported
+from trainkit.eval.loop import evaluate
+from trainkit.eval.pipeline import evaluate_checkpoint
+from trainkit.models.build import count_params
+from trainkit.models.hub import build_model
+from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
+from trainkit.runtime.distributed import DistInfo, barrier, convert_sync_batchnorm
+from trainkit.runtime.environment import git_commit, hardware_description
+from trainkit.runtime.faults import Preempted, StopOnSigterm
+from trainkit.train.callbacks import Checkpointer, RunLogger, StopTraining, peak_memory_mb
+from trainkit.train.distill import build_distillation
+from trainkit.train.ema import ModelEma
+from trainkit.train.engine import TrainStep, train_one_epoch
+from trainkit.train.finetune import Finetuner
+from trainkit.train.losses import build_loss
 from trainkit.train.optim import build_optimizer, build_scheduler
 from trainkit.train.numerics import decide, decide_for_run
 from trainkit.train.plan import Plan, make_plan
-from trainkit.config.recipe import Recipe, recipe_dict, recipe_hash, recipe_yaml
-from trainkit.data.transforms import batched_supported
 
 log = logging.getLogger("trainkit")
 
@@ -57,54 +56,6 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device, cudnn_
     elif device.type == "cuda":
         # Autotune conv algorithms once per input shape; fixed shapes make this pay off.
         torch.backends.cudnn.benchmark = cudnn_benchmark
-
-
-def hardware_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=Path(__file__).resolve().parent, check=False)
-        return (out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-@dataclass
-class Data:
-    splits: dict[str, Split]
-    classes: tuple[str, ...]
-    in_chans: int
-    description: str
-
-
-def prepare_data(recipe: Recipe, *, dry_run: bool = False) -> Data:
-    """The splits a recipe names. ``dry_run`` (train.py --print): read only what is on disk;
-    never download, so nothing is written (torchvision creates its folders to download into)."""
-    if not dry_run:
-        source = open_source(recipe.data, recipe.runtime)
-    else:
-        try:
-            source = open_source(dataclasses.replace(recipe.data, download=False), recipe.runtime)
-        except DataError as err:
-            raise DataError(f"{err} (--print never downloads)" if recipe.data.download else str(err)) from None
-    splits = resolve_splits(recipe.data, source)
-    in_chans = recipe.model.in_chans or source.natural_chans
-    return Data(splits, splits["train"].classes, in_chans, source.description)
 
 
 def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device, *, saved_plan: dict | None = None,
@@ -185,8 +136,8 @@ class Trainer:
         self.train_loader = make_loader(data.splits["train"], train=True,
                                         settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
                                         multiscale=recipe.multiscale, mix=mix, **common)
-        self.val_loader = make_loader(data.splits["val"], train=False,
-                                      settings=LoaderSettings.from_runtime(rt, plan.eval_batch, device, False), **common)
+        eval_settings = LoaderSettings.from_runtime(rt, plan.eval_batch, device, False)
+        self.val_loader = make_loader(data.splits["val"], train=False, settings=eval_settings, **common)
         if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
             # Data-dependent init (e.g. speednet's whitening stem), before DDP broadcasts rank 0's weights.
             self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
@@ -247,13 +198,14 @@ class Trainer:
         """``epoch``: completed epochs; ``step_in_epoch``: optimizer steps done in the next one."""
         rec = self.recipe
         return {
-            "format": FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch, "model": self.model.state_dict(), "train_step": self.step.state_dict(),
+            "format": FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch, "model": self.model.state_dict(),
+            "train_step": self.step.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": capture_rng(), "recipe": recipe_dict(rec), "plan": self.plan.to_dict(),
             "classes": list(self.data.classes), "arch": rec.model.name, "num_classes": self.plan.num_classes,
             "in_chans": self.plan.in_chans, "eval": recipe_dict(rec)["data"]["eval"], "metrics": metrics,
-            "train_seconds": self.train_seconds, "versions": {"torch": str(torch.__version__), "timm": str(timm.__version__),
-                                                                 "trainkit": __version__},
+            "train_seconds": self.train_seconds,
+            "versions": {"torch": str(torch.__version__), "timm": str(timm.__version__), "trainkit": __version__},
         }
 
     def resume(self, path: Path) -> None:
@@ -401,5 +353,4 @@ def write_run_header(run_dir: Path, recipe: Recipe, plan: Plan) -> None:
     (run_dir / "plan.json").write_text(plan.to_json() + "\n")
 
 
-__all__ = ["Trainer", "prepare_data", "plan_for", "run_folder", "write_run_header", "seed_everything",
-           "recipe_hash"]
+__all__ = ["Trainer", "plan_for", "run_folder", "write_run_header", "seed_everything", "recipe_hash"]

@@ -7,38 +7,37 @@ import json
 import warnings
 from pathlib import Path
 
+import onnx
+import onnxruntime as ort
 import torch
+from safetensors.torch import save_file
 
-from trainkit.runtime.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from trainkit.config.schema import to_dict
+from trainkit.models.hub import resolve
+from trainkit.runtime.checkpoint import CheckpointError
+from trainkit.zoo import cards
 
 
 def load_for_export(source: str) -> tuple[torch.nn.Module, str, tuple[int, int, int], dict]:
-    """``zoo:<id>``, a run folder or a checkpoint -> (eval-mode model, export name, (C, H, W), metadata)."""
+    """Any hub spec (``zoo:<id>``, a run folder, a checkpoint, ...) -> (eval-mode model, export name, (C, H, W),
+    metadata)."""
+    loaded = resolve(source)
+    path = Path(loaded.info.get("checkpoint") or source)
+    name = source.removeprefix("zoo:") if source.startswith("zoo:") else \
+        (path.parent.name if path.stem in ("best", "last") else path.stem)
+    meta = {"source": source if source.startswith("zoo:") else str(path), "architecture": loaded.arch,
+            "classes": loaded.classes, "eval": to_dict(loaded.eval)}
     if source.startswith("zoo:"):
-        from trainkit.zoo.cards import build_card_model, load_card
-
-        card = load_card(source.removeprefix("zoo:"))
-        meta = {"source": source, "architecture": card.architecture, "classes": card.classes,
-                "eval": to_dict(card.eval), "sha256_of_source": card.weights.sha256}
-        return build_card_model(card), card.id, (card.in_chans, card.eval.size, card.eval.size), meta
-    from trainkit.eval.pipeline import model_from_checkpoint
-
-    path = resolve_checkpoint(source, "best")
-    ckpt = load_checkpoint(path)
-    name = path.parent.name if path.stem in ("best", "last") else path.stem
-    meta = {"source": str(path), "architecture": ckpt["arch"], "classes": ckpt["classes"], "eval": ckpt["eval"],
-            "recipe_hash": ckpt["plan"]["recipe_hash"]}
-    size = ckpt["eval"]["size"]
-    return model_from_checkpoint(ckpt, path).eval(), name, (ckpt["in_chans"], size, size), meta
+        meta["sha256_of_source"] = cards.load_card(name).weights.sha256
+    else:
+        meta["recipe_hash"] = loaded.info.get("recipe_hash")
+    return loaded.model, name, (loaded.in_chans, loaded.eval.size, loaded.eval.size), meta
 
 
 def export_model(model: torch.nn.Module, out_stem: Path, input_size: tuple[int, int, int], *, meta: dict,
                  opset: int = 17, batch: int = 4, atol: float = 1e-4) -> dict:
     """Write ``<out_stem>.safetensors`` (+ ``.json`` metadata) and ``<out_stem>.onnx`` (dynamic batch);
     raise :class:`CheckpointError` when onnxruntime's outputs differ from PyTorch's by more than ``atol``."""
-    from safetensors.torch import save_file
-
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float().to(memory_format=torch.contiguous_format)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -57,7 +56,8 @@ def export_model(model: torch.nn.Module, out_stem: Path, input_size: tuple[int, 
                               dynamo=False)
         except (torch.onnx.errors.OnnxExporterError, RuntimeError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise CheckpointError(f"cannot export {type(model).__name__} at input {input_size} to ONNX: {first}") from None
+            raise CheckpointError(f"cannot export {type(model).__name__} at input {input_size} to ONNX: "
+                                  f"{first}") from None
     diff = max_abs_diff_onnx(model, onnx_path, torch.randn(batch + 1, *input_size,
                                                            generator=torch.Generator().manual_seed(1)))
     if diff > atol:
@@ -67,9 +67,6 @@ def export_model(model: torch.nn.Module, out_stem: Path, input_size: tuple[int, 
 
 def max_abs_diff_onnx(model: torch.nn.Module, onnx_path: Path, x: torch.Tensor) -> float:
     """Largest |onnxruntime - PyTorch| over the logits of ``x`` (a batch size other than the traced one)."""
-    import onnx
-    import onnxruntime as ort
-
     onnx.checker.check_model(str(onnx_path))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], {"images": x.numpy()})

@@ -28,17 +28,10 @@ from trainkit.config.registry import Registry
 from trainkit.data.imagenet import imagenet_classes
 from trainkit.models import cifar  # noqa: F401  (registers our architectures with timm)
 from trainkit.models.build import count_params
-from trainkit.models.importers import map_state_dict
-from trainkit.zoo.cards import (
-    ROOT,
-    DatasetRef,
-    ModelCard,
-    Provenance,
-    WeightsRef,
-    fetch_weights,
-    read_state_dict,
-    sha256_file,
-)
+from trainkit.models.importers import map_state_dict, name_pairs, package_file
+from trainkit.models.weights import read_state_dict
+from trainkit.zoo.cards import ROOT, DatasetRef, ModelCard, Provenance, WeightsRef
+from trainkit.zoo.fetch import fetch_weights, sha256_file
 
 
 @dataclass(frozen=True)
@@ -75,8 +68,6 @@ def _weights_file(w: WeightsRef, card_id: str) -> Path:
     """The local file (path or package) before its sha256 is known; fetch_weights verifies it afterwards."""
     if w.sha256:
         return fetch_weights(ModelCard(id=card_id, weights=w))
-    from trainkit.models.importers import package_file
-
     return package_file(w.package, w.package_file, f"zoo:{card_id}") if w.package else ROOT / w.path
 
 
@@ -198,8 +189,6 @@ def measure_preprocessing(card: ModelCard, *, data_root: str | None, split: str,
 
 def show_mapping(card: ModelCard) -> str:
     """Every tensor's (source name -> model name, shape) as the card's key map pairs them."""
-    from trainkit.models.importers import name_pairs
-
     model = timm.create_model(card.architecture, num_classes=card.num_classes, in_chans=card.in_chans)
     pairs = name_pairs(read_state_dict(fetch_weights(card)), model, card.source.key_map)
     return "\n".join(f"{src:50s} -> {dst:40s} {list(shape)}" for src, dst, shape, _ in pairs)

@@ -1,0 +1,49 @@
+"""zoo/README.md: one table per data set, generated from the model cards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainkit.report.table import format_params
+from trainkit.zoo.cards import ModelCard, card_ids, load_card, zoo_dir
+
+README_HEADER = """# Model zoo
+
+Generated from the model cards in this folder by `python zoo.py readme`; do not edit by hand.
+Every number below was measured by `python evaluate.py zoo:<id> --update-card` on the split named
+in the card (the command and hardware are in each card). Load any model with
+`model.pretrained: zoo:<id>` in a recipe, or `trainkit.models.hub.resolve("zoo:<id>")`.
+"""
+
+
+def readme_markdown(cards: list[ModelCard]) -> str:
+    """One table per data set: model, architecture, recipe or source, params, top-1, top-5."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    def source(card: ModelCard) -> str:
+        s = card.source
+        if s.recipe:
+            return f"[{Path(s.recipe).name}](../{s.recipe})" + (f" `{s.recipe_hash}`" if s.recipe_hash else "")
+        return f"[{s.third_party.removeprefix('https://github.com/')}]({s.third_party}) ({s.license})"
+
+    lines = [README_HEADER]
+    for dataset in sorted({c.dataset.name for c in cards}):
+        rows = sorted((c for c in cards if c.dataset.name == dataset), key=lambda c: -(c.metrics.top1 or -1))
+        # cards whose data set holds a subset of their classes (ImageNet models on 10 ImageNet classes)
+        restricted = any(c.metrics.top1_restricted is not None for c in rows)
+        extra = (" top-1 over all classes | top-5 over all classes | top-1, logits restricted to the data set's "
+                 "classes |", "---:|---:|---:|") if restricted else (" top-1 | top-5 |", "---:|---:|")
+        lines += [f"## {dataset}", "", f"| model | architecture | recipe / source | params | split |{extra[0]}",
+                  f"|---|---|---|---:|---|{extra[1]}"]
+        lines += [f"| [{c.id}]({c.id}.yaml) | {c.architecture} | {source(c)} | {format_params(c.params)} | "
+                  f"{c.dataset.split} | {pct(c.metrics.top1)} | {pct(c.metrics.top5)} |"
+                  + (f" {pct(c.metrics.top1_restricted)} |" if restricted else "") for c in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_readme() -> Path:
+    path = zoo_dir() / "README.md"
+    path.write_text(readme_markdown([load_card(i) for i in card_ids()]))
+    return path
