@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers_distill import run_entry, tiny_recipe, write_checkpoint
+from trainkit.config.registry import AUGMENT_OPS
 from trainkit.config.schema import RecipeError
 from trainkit.train.distill import (DistillationLoss, LogitCache, Teacher, build_distillation, class_index,
                               hard_distillation, soft_distillation)
@@ -218,15 +219,13 @@ def test_ensemble_teacher_of_copies_labels_as_the_model(image_folder, tmp_path):
     assert pair.classes == single.classes == ["cat", "dog", "fox"]
 
 
-@pytest.mark.parametrize("override, reason", [
-    ("augment.hflip=0.5", "augment.hflip=0.5 flips at random"),
-    ("augment.crop=pad", "augment.crop=pad crops at random"),
-    ("augment.auto_augment=trivial_augment_wide", "auto_augment"),
-    ("augment.color_jitter=0.4", "color_jitter"),
-    ("augment.random_erasing=0.25", "random_erasing"),
-    ("mixup.mixup_alpha=0.2", "mixup"),
-    ("multiscale.sizes=[12,16]", "multiscale"),
-])
+# Every registered augmentation op turned on by its own example (a new op is covered without editing
+# this list), then the batch-level techniques.
+RANDOM_INPUTS = [(AUGMENT_OPS.get(name).example, f"augment.{name}") for name in AUGMENT_OPS.names()] + [
+    ("mixup.mixup_alpha=0.2", "mixup"), ("multiscale.sizes=[12,16]", "multiscale")]
+
+
+@pytest.mark.parametrize("override, reason", RANDOM_INPUTS)
 def test_logit_cache_refused_for_every_random_input_technique(image_folder, override, reason):
     with pytest.raises(RecipeError) as err:
         tiny_recipe(image_folder, "distill.teacher=runs/x", "distill.cache_logits=true", override)

@@ -119,3 +119,19 @@ def test_every_ensemble_card_passes_its_schema(card_id):
         if member.startswith("zoo:"):
             zoo.load_card(member.removeprefix("zoo:"))   # each member's card exists and validates
     assert card.metrics.top1 is None or card.metrics.samples and card.metrics.command
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["{ckpt}", "--update-card"], "--update-card does not apply to a run folder or checkpoint"),
+    (["{ckpt}", "--combine", "vote"], "--combine does not apply to a run folder or checkpoint"),
+    (["{ckpt}", "--arch", "resnet20_cifar"], "--arch does not apply to a run folder or checkpoint"),
+    (["zoo:cifar10_resnet20", "--ema"], "--ema does not apply to a zoo model card"),
+    (["zoo:cifar10_resnet20", "--checkpoint", "last"], "--checkpoint does not apply to a zoo model card"),
+    (["--ensemble", "{ckpt}", "{ckpt}", "--tta"], "--tta does not apply to --ensemble"),
+    (["--ensemble", "{ckpt}", "{ckpt}", "--ema"], "--ema does not apply to --ensemble"),
+])
+def test_evaluate_py_refuses_a_flag_that_does_not_apply(checkpoints, monkeypatch, capsys, args, needle):
+    """Every source goes through one pipeline, so a flag it cannot honour is one error line, never ignored."""
+    rc = run_entry("evaluate.py", [a.format(ckpt=checkpoints[0]) for a in args], monkeypatch)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().count("\n") == 0 and needle in err, err

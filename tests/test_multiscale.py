@@ -9,7 +9,10 @@ import torch
 from trainkit.data.loaders import LoaderSettings, make_loader
 from trainkit.data.sources import open_source, resolve_splits
 from trainkit.data.multiscale import TTA, Resolution, resolution_at
-from trainkit.config.recipe import AugmentCfg, DataCfg, EvalCfg, MultiScaleCfg, ProgressiveCfg
+from trainkit.config.recipe import AugmentCfg, DataCfg, EvalCfg, MultiScaleCfg, ProgressiveCfg, parse_recipe
+from trainkit.data.sources import prepare_data
+from trainkit.runtime.distributed import DistInfo
+from trainkit.train.trainer import plan_for
 
 CPU = torch.device("cpu")
 
@@ -87,3 +90,20 @@ def test_tta_averages_softmax_over_flips_and_scales():
     out = TTA(model, sizes=[12, 16], flip=False)(x)
     small = torch.nn.functional.interpolate(x, size=(12, 12), mode="bilinear", antialias=True)
     torch.testing.assert_close(out.exp(), (model(small).softmax(-1) + model(x).softmax(-1)) / 2)
+
+
+@pytest.mark.parametrize("sizes, fast", [([], True), ([16, 512], False)])
+def test_the_plan_decides_the_training_data_path_at_the_largest_size(image_folder, sizes, fast):
+    """plan.json's in_memory is the path the train loader takes, also when a multi-scale size is what
+    makes the decoded split exceed data.in_memory_max_mb (36 images: 0.03 MB at 16 px, 27 MB at 512 px)."""
+    recipe = parse_recipe({"data": {"name": "imagefolder", "root": str(image_folder), "eval": {"size": 16},
+                                    "in_memory_max_mb": 1}, "multiscale": {"sizes": sizes},
+                           "augment": {"crop": "pad", "pad_px": 2}, "train": {"global_batch": 4}})
+    data = prepare_data(recipe)
+    plan = plan_for(recipe, data, DistInfo(), CPU)
+    settings = LoaderSettings(batch=4, workers=0, pin_memory=False, prefetch_factor=2, persistent_workers=False,
+                              drop_last=True)
+    loader = make_loader(data.splits["train"], train=True, data=recipe.data, augment=recipe.augment,
+                         settings=settings, chans=data.in_chans, device=CPU, seed=recipe.train.seed,
+                         channels_last=False, multiscale=recipe.multiscale)
+    assert plan.in_memory is loader.in_memory is fast

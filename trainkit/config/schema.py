@@ -21,9 +21,16 @@ class RecipeError(ValueError):
     """A user-facing recipe problem; the message is one line and names the key or file."""
 
 
-def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+def closest(word: str, choices: typing.Iterable[str]) -> str | None:
+    """The choice most like ``word`` (difflib ratio >= 0.6), or None."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest choice, or nothing: the one did-you-mean of every error."""
+    close = closest(word, choices)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -119,8 +126,8 @@ def from_dict(cls: type, data: Any, key: str) -> Any:
     prefix = f"{key}." if key else ""
     for name in data:
         if name not in fields:
-            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
+            close = closest(str(name), fields)
+            hint = f"; did you mean {prefix}{close}?" if close else f"; valid keys: {', '.join(fields)}"
             raise RecipeError(f"unknown key {prefix}{name}{hint}")
     values = {}
     for name in fields:

@@ -360,25 +360,37 @@ def train_batch_ops(augment: AugmentCfg, mix: Callable | None) -> Callable | Non
     return ops
 
 
+def decode_size(data: DataCfg, train: bool, multiscale: MultiScaleCfg | None, seed: int) -> int:
+    """The side, px, a split is decoded at: the eval size, or the training size (multi-scale: the largest)."""
+    size = (data.train_size or data.eval.size) if train else data.eval.size
+    resolution = Resolution(multiscale, seed) if train and multiscale is not None else None
+    return max(size, resolution.max_px(size)) if resolution is not None and resolution.active else size
+
+
+def choose_path(data: DataCfg, split: Split, *, train: bool, augment: AugmentCfg, chans: int, seed: int,
+                multiscale: MultiScaleCfg | None = None) -> bool:
+    """Whether ``split`` is served by the in-memory path: the one decision, made by the plan for training."""
+    batched_ok = batched_supported(augment) if train else True
+    return use_in_memory(data, split, decode_size(data, train, multiscale, seed), chans, batched_ok)
+
+
 def make_loader(split: Split, *, train: bool, data: DataCfg, augment: AugmentCfg, settings: LoaderSettings,
                 chans: int, device: torch.device, seed: int, channels_last: bool,
                 rank: int = 0, world: int = 1, multiscale: MultiScaleCfg | None = None,
-                mix: Callable | None = None) -> Loader:
-    """Build the loader for one split; picks the in-memory path when it applies.
+                mix: Callable | None = None, in_memory: bool | None = None) -> Loader:
+    """Build the loader for one split on the path ``in_memory`` names (None: :func:`choose_path` decides).
 
     Training only: ``multiscale`` gives each batch its own resolution; ``mix``
     (a :class:`trainkit.data.mixup.Mixup`) turns targets soft after random erasing.
     """
     ev = data.eval
-    size = (data.train_size or ev.size) if train else ev.size
+    size = decode_size(data, train, multiscale, seed)   # in memory: decode once at the largest size
     resolution = Resolution(multiscale, seed) if train and multiscale is not None else None
-    if resolution is not None and resolution.active:
-        size = max(size, resolution.max_px(size))   # in memory: decode once at the largest size
-    else:
+    if resolution is not None and not resolution.active:
         resolution = None
     normalize = Normalize(ev.mean, ev.std, chans)
-    batched_ok = batched_supported(augment) if train else True
-    fast = use_in_memory(data, split, size, chans, batched_ok)
+    fast = in_memory if in_memory is not None else choose_path(data, split, train=train, augment=augment,
+                                                                chans=chans, seed=seed, multiscale=multiscale)
     post = train_batch_ops(augment, mix) if train else None
 
     def sample_transform(px: int) -> Callable:

@@ -17,11 +17,10 @@ import torch
 from trainkit import __version__
 from trainkit.config.recipe import Recipe, recipe_dict, recipe_hash, recipe_yaml
 from trainkit.config.schema import RecipeError
-from trainkit.data.loaders import LoaderSettings, make_loader, use_in_memory
+from trainkit.data.loaders import LoaderSettings, choose_path, make_loader
 from trainkit.train.feature_cache import HeadOnly, cache_features
 from trainkit.data.mixup import Mixup
 from trainkit.data.sources import Data, report_split, val_is_test
-from trainkit.data.augment import batched_supported
 from trainkit.eval.loop import evaluate
 from trainkit.eval.pipeline import evaluate_checkpoint
 from trainkit.models.build import count_params
@@ -62,12 +61,12 @@ def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device, *
              probe: bool = True) -> Plan:
     """The run's plan with its numerics decided (trainkit.train.numerics): ``saved_plan`` (a resumed
     checkpoint's) keeps its decision; ``probe=False`` (``--print``) leaves a probe's choice undecided."""
-    ev = recipe.data.eval
-    size = recipe.data.train_size or ev.size
     num_classes = recipe.model.num_classes or len(data.classes)
     if num_classes != len(data.classes):
         raise RecipeError(f"model.num_classes={num_classes} but the data set has {len(data.classes)} classes")
-    in_memory = use_in_memory(recipe.data, data.splits["train"], size, data.in_chans, batched_supported(recipe.augment))
+    # The one decision of the training data path; the train loader obeys it, so plan.json is what ran.
+    in_memory = choose_path(recipe.data, data.splits["train"], train=True, augment=recipe.augment, chans=data.in_chans,
+                            seed=recipe.train.seed, multiscale=recipe.multiscale)
     plan = make_plan(recipe, device=device, world=dist.world, split_sizes={k: len(v) for k, v in data.splits.items()},
                      num_classes=num_classes, in_chans=data.in_chans, in_memory=in_memory,
                      val_is_test=val_is_test(data.splits), report_split=report_split(data.splits))
@@ -135,7 +134,7 @@ class Trainer:
         mix = Mixup(recipe.mixup, plan.num_classes) if recipe.mixup.active else None
         self.train_loader = make_loader(data.splits["train"], train=True,
                                         settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
-                                        multiscale=recipe.multiscale, mix=mix, **common)
+                                        multiscale=recipe.multiscale, mix=mix, in_memory=plan.in_memory, **common)
         eval_settings = LoaderSettings.from_runtime(rt, plan.eval_batch, device, False)
         self.val_loader = make_loader(data.splits["val"], train=False, settings=eval_settings, **common)
         if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
