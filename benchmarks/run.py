@@ -281,7 +281,8 @@ def render_pairs(res: dict) -> list[str]:
                      f"{r['ours_wall_s']:.1f} | {r['reference_wall_s']:.1f} |")
     for r in res["rows"]:
         if "decode_s" in r:
-            lines.append(f"\nOur one-time decode into memory: {r['decode_s']:.1f} s, inside 'ours wall s' and our img/s.")
+            lines.append(f"\nOur one-time decode into memory: {r['decode_s']:.1f} s, inside 'ours wall s' "
+                         f"and our img/s.")
     return lines
 
 

@@ -56,9 +56,11 @@ def write(path: Path, text: str) -> Path:
     ("optim.lr: {loguniform: [0.0, 1.0]}", "optim.lr: loguniform needs low > 0, got 0.0"),
     ("optim.lr: {uniform: [0.5, 0.1]}", "optim.lr: uniform needs low < high"),
     ("optim.lr: {logunifrom: [0.01, 1.0]}", "did you mean 'loguniform'?"),
-    ("loss.label_smoothing: {uniform: [0.0, 1.5]}", "loss.label_smoothing=1.5: loss.label_smoothing: must be in [0, 1)"),
+    ("loss.label_smoothing: {uniform: [0.0, 1.5]}",
+     "loss.label_smoothing=1.5: loss.label_smoothing: must be in [0, 1)"),
     ("augment.auto_augment: {choice: [null, rand-m9-mstd0.5, not-a-policy]}", "augment.auto_augment=\"not-a-policy\""),
-    ("schedule.epochs: {int: [1, 4], step: 0.5}", "schedule.epochs: step must be an integer in (0, high - low], got 0.5"),
+    ("schedule.epochs: {int: [1, 4], step: 0.5}",
+     "schedule.epochs: step must be an integer in (0, high - low], got 0.5"),
     ("schedule.epochs: {int: [1.0, 4]}", "schedule.epochs: int needs [low, high] integers"),
     ("runtime.threads: {int: [1, 4]}", "runtime keys say how a run executes"),
     ("[optim.lr]", "a space is a non-empty mapping"),
@@ -78,7 +80,8 @@ def test_space_values_become_recipe_overrides(tmp_path):
     check_space(space, "recipes/quickstart.yaml", [], str(path))
     assert [d.grid() for d in space[2:]] == [[0.0, 0.1, 0.2], [2, 4, 6]]
     # 1e-06 is a string to YAML 1.1; the override must still be a number.
-    recipe = load_recipe("recipes/quickstart.yaml", [override("optim.lr", 1e-6), override("augment.auto_augment", None)])
+    recipe = load_recipe("recipes/quickstart.yaml",
+                         [override("optim.lr", 1e-6), override("augment.auto_augment", None)])
     assert recipe.optim.lr == 1e-6 and recipe.augment.auto_augment is None
     assert override("loss.label_smoothing", 0.05 * 3) == "loss.label_smoothing=0.15"   # not 0.15000000000000002
     with pytest.raises(RecipeError, match="grid sampler needs discrete values"):
@@ -194,7 +197,8 @@ def test_sigkilled_sweep_continues_and_reruns_the_interrupted_trials(folder, tmp
 
 @pytest.mark.parametrize("recipe, space, overrides", [
     ("recipes/quickstart.yaml", "recipes/sweeps/quickstart.yaml", []),
-    ("recipes/cifar10_resnet20.yaml", "recipes/sweeps/cifar10_resnet20.yaml", ["data.root=../shared/data/cifar10-jpeg"]),
+    ("recipes/cifar10_resnet20.yaml", "recipes/sweeps/cifar10_resnet20.yaml",
+     ["data.root=../shared/data/cifar10-jpeg"]),
 ])
 def test_shipped_space_files_check_against_their_recipes(recipe, space, overrides):
     dims = load_space(ROOT / space)

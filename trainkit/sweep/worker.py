@@ -27,10 +27,10 @@ import torch
 from trainkit.cli import log_to_file, one_line_errors, setup_logging
 from trainkit.config.recipe import load_recipe
 from trainkit.config.schema import RecipeError
-from trainkit.data.sources import Split, val_is_test
+from trainkit.data.sources import Split, prepare_data, val_is_test
 from trainkit.runtime.distributed import init_distributed
 from trainkit.train.callbacks import StopTraining
-from trainkit.train.trainer import Trainer, plan_for, prepare_data, seed_everything, write_run_header
+from trainkit.train.trainer import Trainer, plan_for, seed_everything, write_run_header
 
 log = logging.getLogger("trainkit")
 PR_SET_PDEATHSIG = 1

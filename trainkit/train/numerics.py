@@ -20,7 +20,6 @@ uses its decision.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 import time
@@ -31,9 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from trainkit.config.recipe import Recipe
-from trainkit.models.build import build_model
-from trainkit.runtime.distributed import broadcast_from_main
-from trainkit.train.engine import autocast
+from trainkit.models.build import create_model
+from trainkit.runtime.distributed import autocast, broadcast_from_main
 
 log = logging.getLogger("trainkit")
 
@@ -95,7 +93,7 @@ class StepTimer:
                  warmup_steps: int = PROBE_WARMUP_STEPS):
         size = recipe.data.train_size or recipe.data.eval.size
         # Never the pretrained weights: loading them costs time and the step is as fast without.
-        self.model = build_model(dataclasses.replace(recipe.model, pretrained=None), num_classes, in_chans).to(device)
+        self.model = create_model(recipe.model, num_classes, in_chans).to(device)   # random weights: only timing
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         gen = torch.Generator().manual_seed(0)
         self.images = torch.randn(batch, in_chans, size, size, generator=gen).to(device)
