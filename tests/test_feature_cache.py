@@ -54,7 +54,8 @@ def test_the_backbone_runs_once_per_image(image_folder, tmp_path, monkeypatch):
     from trainkit.models import cifar
 
     original = cifar.CifarResNet.forward_features
-    monkeypatch.setattr(cifar.CifarResNet, "forward_features", lambda self, x: calls.append(len(x)) or original(self, x))
+    monkeypatch.setattr(cifar.CifarResNet, "forward_features",
+                        lambda self, x: calls.append(len(x)) or original(self, x))
     trainer, _ = linear_probe(image_folder, tmp_path, True)
     # the image folder has 36 train and 18 test (= val) images; 3 epochs read neither again
     assert sum(calls) == len(trainer.data.splits["train"]) + len(trainer.data.splits["val"])
