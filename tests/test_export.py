@@ -8,7 +8,7 @@ import torch
 
 import trainkit.models.cifar  # noqa: F401  (registers smallcnn)
 from trainkit.runtime.checkpoint import CheckpointError
-from trainkit.models.export import export_model, load_for_export, max_abs_diff_onnx
+from trainkit.zoo.export import export_model, load_for_export, max_abs_diff_onnx
 from trainkit.models.hub import load_pretrained
 
 from conftest import WEIGHTS, require
