@@ -24,7 +24,8 @@ from trainkit.runtime.distributed import DistInfo
 from trainkit.sweep.space import check_space, load_space, override
 from trainkit.sweep.study import counted, requeue_interrupted
 from trainkit.sweep.worker import PruneReporter
-from trainkit.train.trainer import Trainer, plan_for, prepare_data
+from trainkit.data.sources import prepare_data
+from trainkit.train.trainer import Trainer, plan_for
 
 RECIPE = "recipes/cifar10_resnet20.yaml"
 
