@@ -286,7 +286,8 @@ def test_mutated_recipes_end_in_exit_0_or_one_error_line(shipped, cases, data_ro
         elif code == 2 and len(lines) == 1 and lines[0].startswith("error: "):
             outcomes["error"] += 1
         else:
-            failures.append(f"case {case}: exit {code!r}; stderr {stderr[-600:]!r}; recipe {target.read_bytes()[:600]!r}")
+            failures.append(f"case {case}: exit {code!r}; stderr {stderr[-600:]!r}; "
+                            f"recipe {target.read_bytes()[:600]!r}")
     kinds = collections.Counter(f.split("exit ", 1)[1].split(":", 1)[0].strip("'\"") for f in failures)
     assert not failures, (f"{len(failures)} of {cases} mutations crashed ({dict(kinds)}):\n"
                           + "\n".join(failures[:5]))
