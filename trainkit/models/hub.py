@@ -223,8 +223,8 @@ def from_checkpoint(spec: str, path: Path, ckpt: dict, weights: str = "raw") -> 
     runtime = dataclasses.replace(recipe.runtime, channels_last=plan.get("channels_last",
                                                                          recipe.runtime.channels_last is True))
     return LoadedModel(spec, recipe.model.name, model, recipe.data.eval, ckpt["num_classes"], ckpt["in_chans"],
-                       list(ckpt["classes"]), recipe.data, "test", runtime, plan["eval_batch"],
-                       plan["precision"],
+                       list(ckpt["classes"]), recipe.data, split="test", runtime=runtime,
+                       eval_batch=plan["eval_batch"], precision=plan["precision"],
                        info={"checkpoint": str(path), "epoch": ckpt["epoch"], "recipe_hash": plan["recipe_hash"],
                              "weights": weights})
 
