@@ -161,7 +161,8 @@ def main() -> int:
         t = trial
         shown = f"val {metric} {t.user_attrs['value']:.2f}" if t.user_attrs.get("value") is not None else ""
         log.info("trial %d %s %s %s (%.0f s)", t.number, t.state.name.lower(), shown,
-                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()), t.user_attrs.get("wall_s", 0))
+                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()),
+                 t.user_attrs.get("wall_s", 0))
         requeue_interrupted(study)   # e.g. a training process the OOM killer ended: run it again
         write_tables(study, space, out, header, metric)   # after every trial: a killed sweep leaves a table
 
@@ -235,7 +236,8 @@ def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
     lines = [(f"Best recipe (`{best_path}`) vs the base (`{args.recipe} {' '.join(args.overrides)}`), "
              f"each retrained with seeds {args.final_seeds}. Val: the split the sweep selected on. "
              f"{split.capitalize()}: reported apart, never used to select."), "",
-             f"| recipe | val top-1 % | {split} top-1 % | per seed (val / {split}) | train s |", "|---|---|---|---|---|"]
+             f"| recipe | val top-1 % | {split} top-1 % | per seed (val / {split}) | train s |",
+             "|---|---|---|---|---|"]
     for label in ("base", "best"):
         rows = results[label]
         seeds = ", ".join(f"s{r['seed']}: {r['val']:.2f} / {r['test']:.2f}" for r in rows)

@@ -277,7 +277,8 @@ def render_pairs(res: dict) -> list[str]:
     lines = ["| benchmark | ours img/s | reference img/s | ratio | ours wall s | reference wall s |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
-        lines.append(f"| {r['name']} | {rate(r['ours'])} | {rate(r['reference'])} | {r['ours'] / r['reference']:.2f}x | "
+        ratio = r['ours'] / r['reference']
+        lines.append(f"| {r['name']} | {rate(r['ours'])} | {rate(r['reference'])} | {ratio:.2f}x | "
                      f"{r['ours_wall_s']:.1f} | {r['reference_wall_s']:.1f} |")
     for r in res["rows"]:
         if "decode_s" in r:
