@@ -46,7 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default 2; 0: in this one)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast (default fp32)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="autocast (default: the model's own, as evaluate.py: a run's precision, else fp32)")
     p.add_argument("--arch", help="architecture of a plain weights file (a timm or trainkit model name)")
     return p.parse_args(argv)
 

@@ -139,8 +139,10 @@ def _collate(items: list) -> list:
 # ---------------------------------------------------------------- prediction
 
 def resolve(model: str | LoadedModel, arch: str | None = None) -> LoadedModel:
-    """A model string (zoo:<id>, timm:<name>, run folder, checkpoint, weights file with ``arch``) or a loaded one."""
-    return model if isinstance(model, LoadedModel) else hub.resolve(model, arch=arch)
+    """A model string (zoo:<id>, timm:<name>, run folder, checkpoint, weights file with ``arch``) or a loaded one.
+
+    Checkpoints give the weights evaluate.py picks by default (EMA when the run chose its best by an EMA metric)."""
+    return model if isinstance(model, LoadedModel) else hub.resolve(model, arch=arch, weights="auto")
 
 
 @torch.no_grad()
@@ -152,10 +154,13 @@ def default_batch(loaded: LoadedModel) -> int:
 
 def iter_predictions(loaded: LoadedModel, paths: list[str], *, topk: int = 5, batch: int | None = None,
                      tta: bool = False,
-                     device: torch.device | str = "cpu", precision: str = "fp32", workers: int = 0,
+                     device: torch.device | str = "cpu", precision: str | None = None, workers: int = 0,
                      show_progress: bool | str = False) -> Iterator[Prediction]:
-    """Yield one :class:`Prediction` per path, in order, as each batch is classified."""
+    """Yield one :class:`Prediction` per path, in order, as each batch is classified.
+
+    ``precision`` None: the model's own (a run's training precision, fp32 otherwise), as evaluate.py."""
     device, batch = torch.device(device), batch or default_batch(loaded)
+    precision = precision or loaded.precision
     k = max(1, min(topk, loaded.num_classes))
     labels = list(loaded.classes or [str(i) for i in range(loaded.num_classes)])
     names = class_names(loaded) if loaded.classes else [None] * loaded.num_classes
@@ -186,12 +191,13 @@ def iter_predictions(loaded: LoadedModel, paths: list[str], *, topk: int = 5, ba
 
 
 def predict(model_spec: str | LoadedModel, images: Iterable[str] | str, topk: int = 5, *, arch: str | None = None,
-            batch: int | None = None, tta: bool = False, device: str | torch.device = "cpu", precision: str = "fp32",
+            batch: int | None = None, tta: bool = False, device: str | torch.device = "cpu",
+            precision: str | None = None,
             workers: int = 0) -> list[Prediction]:
     """Classify ``images`` (files, folders, globs; see :func:`expand_images`) with ``model_spec``.
 
     Returns one :class:`Prediction` per file, in order; unreadable files carry ``error``.
-    ``precision``: fp32, bf16 or fp16 autocast; ``tta``: average over horizontal flips.
+    ``precision``: fp32, bf16 or fp16 autocast (None: the model's own); ``tta``: average over horizontal flips.
     """
     loaded = resolve(model_spec, arch)
     paths = expand_images([images] if isinstance(images, (str, Path)) else [str(i) for i in images])
