@@ -258,17 +258,10 @@ class LoaderSettings:
                    rt.drop_last and train)
 
 
-class Loader:
-    """Yields ``(images, targets)`` on ``device``, normalised, augmented, in the chosen memory format."""
-
-    def __init__(self, batches: EpochBatches, source: Iterator | Callable, *, device: torch.device,
-                 normalize: Normalize, augment: BatchAugment | None, channels_last: bool, seed: int,
-                 in_memory: bool, post: Callable | None = None):
-        self.batches, self._source, self.device = batches, source, device
-        self.normalize, self.augment, self.channels_last = normalize.to(device), augment, channels_last
-        self.seed, self.in_memory, self.skipped = seed, in_memory, 0
-        self.post = post   # (images, targets, gen, epoch) -> (images, targets) on the normalised batch
-        self.epoch = 0
+class EpochLoader:
+    """What the trainer asks of any loader: epochs of ``self.batches`` (an EpochBatches), their count."""
+    batches: EpochBatches
+    epoch: int
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Select the epoch; ``start`` batches are skipped without being read (mid-epoch resume)."""
@@ -280,6 +273,19 @@ class Loader:
 
     def samples(self) -> int:
         return self.batches.samples()
+
+
+class Loader(EpochLoader):
+    """Yields ``(images, targets)`` on ``device``, normalised, augmented, in the chosen memory format."""
+
+    def __init__(self, batches: EpochBatches, source: Iterator | Callable, *, device: torch.device,
+                 normalize: Normalize, augment: BatchAugment | None, channels_last: bool, seed: int,
+                 in_memory: bool, post: Callable | None = None):
+        self.batches, self._source, self.device = batches, source, device
+        self.normalize, self.augment, self.channels_last = normalize.to(device), augment, channels_last
+        self.seed, self.in_memory, self.skipped = seed, in_memory, 0
+        self.post = post   # (images, targets, gen, epoch) -> (images, targets) on the normalised batch
+        self.epoch = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from trainkit.config.recipe import AugmentCfg, DataCfg
-from trainkit.data.loaders import EpochBatches, LoaderSettings, make_loader
+from trainkit.data.loaders import EpochBatches, EpochLoader, LoaderSettings, make_loader
 from trainkit.data.sources import Split
 from trainkit.runtime.distributed import autocast
 
@@ -60,22 +60,12 @@ def backbone_features(model: nn.Module, loader, *, device: torch.device, precisi
     return torch.cat(feats), torch.cat(targets)
 
 
-class FeatureLoader:
+class FeatureLoader(EpochLoader):
     """Batches of cached features in the order the image loader gives them (the same sampler)."""
 
     def __init__(self, features: torch.Tensor, targets: torch.Tensor, batches: EpochBatches):
         self.features, self.targets, self.batches = features, targets, batches
         self.skipped, self.post, self.epoch = 0, None, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch = epoch
-        self.batches.set_epoch(epoch, start)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def samples(self) -> int:
-        return self.batches.samples()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in self.batches:
