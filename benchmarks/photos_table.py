@@ -1,0 +1,123 @@
+"""The "fine-tune on your own photos" table: imagenette-dev, EfficientNet-Lite0, four ways.
+
+  python benchmarks/photos_table.py run pretrained|probe|finetune|scratch [--data-root DIR]
+      runs one row's command (timed, wall clock), writes benchmarks/results/photos/<row>.json
+  python benchmarks/photos_table.py table
+      regenerates the README section between the photos-table markers from those files
+
+Rows: the ImageNet model with its logits restricted to the folder's classes (no training: the
+baseline to beat), the linear probe, the full fine-tune, and the same fine-tuning recipe from
+random weights. Accuracy is on val/ (imagenette-dev has no test split) at the LAST epoch: no
+checkpoint is chosen on val, so the number is not selected on the split it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "photos"
+DEFAULT_DATA = "../shared/data/imagenette-dev"
+START, END = "<!-- photos-table:start -->", "<!-- photos-table:end -->"
+
+# The shared 2-core machine (nine agents at once) cannot train on all 1,200 photos in the time
+# there was: every training row uses the same seeded 300 (data.limit_train) and all 500 val photos.
+SMALL = ["data.limit_train=300", "schedule.epochs=2", "train.eval_every_epochs=2"]
+ROWS = {
+    "pretrained": ("ImageNet EfficientNet-Lite0, logits restricted to the 10 classes (no training)",
+                   ["evaluate.py", "zoo:imagenet_efficientnet_lite0", "--data-root", "{data}", "--split", "val",
+                    "--update-card"]),
+    "probe": ("linear probe (frozen backbone, cached features)",
+              ["train.py", "recipes/linear_probe_photos_lite0.yaml", "data.root={data}", "data.limit_train=300"]),
+    "finetune": ("full fine-tune", ["train.py", "recipes/finetune_photos_lite0.yaml", "data.root={data}", *SMALL]),
+    "scratch": ("the fine-tuning recipe from random weights (lr 0.1: a from-scratch lr)",
+                ["train.py", "recipes/finetune_photos_lite0.yaml", "data.root={data}", *SMALL, "model.pretrained=null",
+                 "finetune.layer_decay=null", "finetune.head_lr_mult=1.0", "optim.lr=0.1"]),
+}
+
+
+def run_row(name: str, data: str) -> dict:
+    _, template = ROWS[name]
+    argv = [a.format(data=data) for a in template]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        # evaluate.py writes its default report folder (an --out would end up in the card's command)
+        extra = [] if argv[0] == "evaluate.py" else \
+            [f"runtime.out_dir={out}", "runtime.run_name=run", "runtime.progress=false"]
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, *argv, *extra], cwd=ROOT, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t0
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.log").write_text(proc.stdout + proc.stderr)   # the run's own log: epochs, timings
+        if proc.returncode != 0:
+            raise SystemExit(f"error: {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+        if argv[0] == "evaluate.py":
+            m = json.loads((ROOT / "runs" / "zoo-eval" / f"{argv[1][4:]}-val" / "metrics.json").read_text())["metrics"]
+            result = {"top1": m["top1"], "top1_all_classes": m["top1_all"], "epochs": 0, "train_s": 0.0}
+        else:
+            rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+            epochs = [r for r in rows if "val_top1" in r]
+            summary = json.loads((out / "run" / "summary.json").read_text())
+            result = {"top1": epochs[-1]["val_top1"], "epochs": epochs[-1]["epoch"],
+                      "train_s": summary["train_time_s"], "hardware": summary["hardware"]}
+    result.update(row=name, command="python " + " ".join(argv), wall_s=wall, split="val",
+                  date=time.strftime("%Y-%m-%d"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def table_markdown() -> str:
+    lines = [START, "", "| | val top-1 (last epoch) | epochs | wall time | command |", "|---|---:|---:|---:|---|"]
+    hardware = set()
+    for name, (label, _) in ROWS.items():
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            lines.append(f"| {label} | not measured | | | |")
+            continue
+        r = json.loads(path.read_text())
+        hardware.add(r.get("hardware", ""))
+        lines.append(f"| {label} | {r['top1']:.2f}% | {r['epochs']} | {r['wall_s'] / 60:.1f} min | `{r['command']}` |")
+    hw = ", ".join(sorted(h for h in hardware if h)) or "this machine"
+    lines += ["", (f"imagenette-dev: 10 ImageNet classes; training rows use a seeded 300 of the 1,200 train photos "
+                   f"(`data.limit_train=300`), every row is measured on all 500 val photos. Accuracy on val/ at the "
+                  f"last epoch (no checkpoint chosen on it); wall time of the whole command (start-up, data decoding, "
+                  f"training, every val pass) on {hw}, a machine shared with other jobs at the time, so times are "
+                  f"indicative. Generated by `python benchmarks/photos_table.py table` from "
+                  f"benchmarks/results/photos/*.json."), "", END]
+    return "\n".join(lines)
+
+
+def write_table(readme: Path = ROOT / "README.md") -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"error: {readme} has no {START} ... {END} section")
+    head, rest = text.split(START, 1)
+    readme.write_text(head + table_markdown() + rest.split(END, 1)[1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("row", choices=list(ROWS))
+    r.add_argument("--data-root", default=DEFAULT_DATA)
+    sub.add_parser("table")
+    args = p.parse_args()
+    if args.command == "run":
+        result = run_row(args.row, args.data_root)
+        print(json.dumps(result, indent=2))
+    else:
+        write_table()
+        print("README.md: photos table regenerated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
