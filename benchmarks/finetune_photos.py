@@ -32,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainkit.config.recipe import load_recipe
-from trainkit.models.build import build_model
+from trainkit.models.hub import build_model
 from trainkit.runtime.distributed import DistInfo
 from trainkit.train.engine import autocast, train_one_epoch
-from trainkit.train.trainer import Trainer, hardware_description, plan_for, prepare_data, seed_everything
+from trainkit.data.sources import prepare_data
+from trainkit.runtime.environment import hardware_description
+from trainkit.train.trainer import Trainer, plan_for, seed_everything
 
 CPU = torch.device("cpu")
 

