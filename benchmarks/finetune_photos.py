@@ -31,13 +31,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit.config.recipe import load_recipe
-from trainkit.models.hub import build_model
-from trainkit.runtime.distributed import DistInfo
-from trainkit.train.engine import autocast, train_one_epoch
-from trainkit.data.sources import prepare_data
-from trainkit.runtime.environment import hardware_description
-from trainkit.train.trainer import Trainer, plan_for, seed_everything
+from trainkit.config.recipe import load_recipe  # noqa: E402  (after the sys.path line above)
+from trainkit.models.hub import build_model  # noqa: E402  (after the sys.path line above)
+from trainkit.runtime.distributed import DistInfo  # noqa: E402  (after the sys.path line above)
+from trainkit.train.engine import autocast, train_one_epoch  # noqa: E402  (after the sys.path line above)
+from trainkit.data.sources import prepare_data  # noqa: E402  (after the sys.path line above)
+from trainkit.runtime.environment import hardware_description  # noqa: E402  (after the sys.path line above)
+from trainkit.train.trainer import Trainer, plan_for, seed_everything  # noqa: E402  (after the sys.path line above)
 
 CPU = torch.device("cpu")
 
