@@ -273,7 +273,7 @@ def test_mutated_recipes_end_in_exit_0_or_one_error_line(shipped, cases, data_ro
     code, stdout, stderr = run_print(main, target, work)
     assert code == 0, f"the unmutated recipe must print: {code} {stderr}"
 
-    outcomes, failures = {"ok": 0, "error": 0}, []
+    outcomes, failures, seen = {"ok": 0, "error": 0}, [], []
     for case in range(cases):
         if rng.random() < 0.15:
             target.write_bytes(garble(dump(original), rng))
@@ -285,12 +285,15 @@ def test_mutated_recipes_end_in_exit_0_or_one_error_line(shipped, cases, data_ro
             outcomes["ok"] += 1
         elif code == 2 and len(lines) == 1 and lines[0].startswith("error: "):
             outcomes["error"] += 1
+            seen.append(lines[0][:150])
         else:
             failures.append(f"case {case}: exit {code!r}; stderr {stderr[-600:]!r}; "
                             f"recipe {target.read_bytes()[:600]!r}")
     kinds = collections.Counter(f.split("exit ", 1)[1].split(":", 1)[0].strip("'\"") for f in failures)
     assert not failures, (f"{len(failures)} of {cases} mutations crashed ({dict(kinds)}):\n"
                           + "\n".join(failures[:5]))
-    assert outcomes["ok"] > 0 and outcomes["error"] > 0      # the mutations reach both outcomes
+    # The unmutated recipe above showed the exit-0 path; most mutations must be refused (a seed
+    # may draw no harmless one: 71 cases of cifar10_speedrun did, all refused for real reasons).
+    assert outcomes["error"] > 0, (outcomes, seen[:8])
     for folder, before in watched.items():                   # --print writes nothing, anywhere it looks
         assert snapshot(folder) == before, f"--print wrote under {folder}: {snapshot(folder) - before}"
