@@ -1,4 +1,8 @@
-"""Compare finished runs: ``python compare.py runs/ [more run folders] --out results/table``.
+"""Compare finished runs, and keep the recipe result tables.
+
+  python compare.py runs/ [more run folders] --out results/table    # a table of any run folders
+  python compare.py record RUN_DIR [...] [--variant NAME]           # committed records: results/records/
+  python compare.py results [--check]                               # recipes/RESULTS.md from the records
 
 Reads every ``summary.json`` under the given folders and prints one Markdown table per data set,
 best top-1 first. Each row says what sets it apart: its recipe, a variant (the recipe keys the run
@@ -10,6 +14,12 @@ seed where that is what differs).
 Writes into ``--out``: ``table.md`` and ``table.csv`` (the rows shown), ``runs.csv`` (every run,
 ungrouped), and per data set ``accuracy_vs_time-<data set>.png`` and ``curves-<data set>.png``,
 whose numbered points and legends match the table's ``#`` column.
+
+``record`` reduces each run folder to its result record (trainkit.report.records) in
+``results/records/<data set>/<recipe>[--<variant>]-seed<N>.json``; ``--variant NAME`` names a run that
+changed its recipe's keys (a budget schedule: ``--variant budget``). ``results`` regenerates
+``recipes/RESULTS.md`` from every committed record, the zoo cards made from them and
+``results/not_run.yaml``; ``--check`` only says whether the file is stale (exit 1).
 """
 
 from __future__ import annotations
@@ -18,8 +28,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainkit.report.records import annotate, group_records, ungrouped
-from trainkit.report.table import TableError, collect, to_csv, to_markdown, write_tables
+import yaml
+
+from trainkit.report.records import (RECORDS_DIR, group_records, read_records, record_from_run, records_from_runs,
+                                     ungrouped, write_record)
+from trainkit.report.results import NOT_RUN, RESULTS_MD, read_notes, results_markdown
+from trainkit.report.table import TableError, to_csv, to_markdown, write_tables
+
+ROOT = Path(__file__).resolve().parent
+SUBCOMMANDS = ("record", "results")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -36,11 +53,69 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def parse_sub(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="compare.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="run folders -> result records (results/records/<data set>/)")
+    rec.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    rec.add_argument("--variant", metavar="NAME", help="name of the variant the runs are (e.g. budget), shown "
+                                                       "in RESULTS.md with the keys they changed")
+    rec.add_argument("--out", type=Path, default=RECORDS_DIR, help="records root (default: results/records)")
+    res = sub.add_parser("results", help="regenerate recipes/RESULTS.md from the committed records")
+    res.add_argument("--records", type=Path, default=RECORDS_DIR)
+    res.add_argument("--notes", type=Path, default=NOT_RUN)
+    res.add_argument("--out", type=Path, default=RESULTS_MD)
+    res.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is stale")
+    return p.parse_args(argv)
+
+
+def card_links(records_root: Path, zoo: Path = ROOT / "zoo") -> dict[str, list[str]]:
+    """Record file (relative to the records root) -> ids of the zoo cards whose ``source.record`` names it.
+    Read as plain YAML: the report layer stays below the zoo."""
+    links: dict[str, list[str]] = {}
+    for card in sorted(zoo.glob("*.yaml")):
+        record = ((yaml.safe_load(card.read_text()) or {}).get("source") or {}).get("record")
+        if record:   # a path relative to the repository root
+            path = (ROOT / record).resolve()
+            rel = path.relative_to(records_root.resolve()).as_posix() if path.is_relative_to(
+                records_root.resolve()) else record
+            links.setdefault(rel, []).append(card.stem)
+    return links
+
+
+def results_text(records_root: Path, notes: Path) -> str:
+    return results_markdown(read_records(records_root), read_notes(notes), card_links(records_root))
+
+
+def run_sub(args: argparse.Namespace) -> int:
+    if args.command == "record":
+        for run in args.runs:
+            path = write_record(record_from_run(run, variant_name=args.variant), args.out)
+            print(path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)
+        return 0
+    text = results_text(args.records, args.notes)
+    if args.check:
+        stale = not args.out.is_file() or args.out.read_text() != text
+        print(f"{args.out}: {'stale; run: python compare.py results' if stale else 'up to date'}")
+        return 1 if stale else 0
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Collect, write and print the table; a user error is one ``error: ...`` line and exit status 2."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:   # a run folder of that name: give it as ./record
+        try:
+            return run_sub(parse_sub(argv))
+        except (TableError, OSError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+    args = parse_args(argv)
     try:
-        records = annotate(collect(args.paths))
+        records = records_from_runs(args.paths)
         rows = group_records(records) if args.group else ungrouped(records)
         write_tables(rows, args.out, sort_by=args.sort)
         to_csv(ungrouped(records), args.out / "runs.csv", sort_by=args.sort)

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from trainkit.config.recipe import load_recipe, recipe_dict
+from trainkit.report.imbalance import tail_recall
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("a", "b", "c", "d")
@@ -43,13 +44,14 @@ def test_records_and_table(tmp_path):
     out = tmp_path / "records"
     done = tool("record", *runs, "--out", out)
     assert done.returncode == 0, done.stderr
-    rec = json.loads((out / "cifar10_lt_resnet32_ldam_drw-seed0.json").read_text())
-    assert rec["test"]["tail_recall"] == (70.0 + 60.0 + 50.0) / 3      # the 3 classes with fewest images
-    assert rec["selected_on"] == {"rule": "val", "metric": "balanced_accuracy", "value": 60.0, "epoch": 3}
-    assert rec["loss"]["name"] == "ldam" and rec["model_kwargs"] == {"cosine_classifier": True}
-    done = tool("table", out)
+    rec = json.loads((out / "cifar10-jpeg-lt" / "cifar10_lt_resnet32_ldam_drw-seed0.json").read_text())
+    assert tail_recall(rec) == (70.0 + 60.0 + 50.0) / 3      # the 3 classes with fewest images
+    assert rec["selected_on"] == "val" and rec["best_val"] == {"metric": "balanced_accuracy", "value": 60.0, "epoch": 3}
+    assert rec["setup"]["loss"]["name"] == "ldam" and rec["setup"]["model_kwargs"] == {"cosine_classifier": True}
+    table = tmp_path / "table.md"
+    done = tool("table", out / "cifar10-jpeg-lt", "--out", table)
     assert done.returncode == 0, done.stderr
-    md = (out / "table.md").read_text()
+    md = table.read_text()
     assert done.stdout == md
     rows = [line for line in md.splitlines() if line.startswith("| cifar10")]
     assert rows[0].startswith("| cifar10_lt_resnet32_ldam_drw |")       # best balanced accuracy first

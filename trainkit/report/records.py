@@ -1,7 +1,14 @@
-"""Result records: what tells runs apart, and runs of one variant folded over seeds.
+"""Result records: the one record of a finished run, what tells runs apart, and runs of one variant folded
+over seeds.
 
-A record is a run's ``summary.json`` (see :func:`trainkit.report.table.collect`) plus what its
-run folder says about how it differs from others:
+A record (:func:`to_record`, :func:`record_from_run`) is a run folder's ``summary.json`` and resolved
+``recipe.yaml`` reduced to a small JSON dict: recipe file and hash, variant, data set and split, seed, epochs,
+the metrics (top-1/top-5/loss/ECE, balanced accuracy, macro-F1, per-class recall, training class counts),
+what chose the checkpoint, time, img/s, hardware, versions, commit, date and the train.py command. The same
+record feeds ``compare.py RUNS`` (in memory), the committed records under ``results/records/<data set>/``
+(``compare.py record``), ``recipes/RESULTS.md`` (``compare.py results``), the CIFAR-10-LT table
+(trainkit.report.imbalance) and the ablation tables. Besides the summary's own keys it says how the run
+differs from others:
 
 * ``variant``: the recipe keys whose values differ from the recipe file the run names
   (the command-line overrides, as the resolved ``recipe.yaml`` in the run folder shows them),
@@ -16,18 +23,26 @@ dicts (no torch), so a results-page generator can use the same records and rows.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import shlex
 import statistics
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainkit.config.recipe import TRAINED_RUNTIME_KEYS, Recipe, deep_merge, load_tree
+from trainkit.config.recipe import TRAINED_RUNTIME_KEYS, LossCfg, Recipe, deep_merge, load_tree
 from trainkit.config.schema import RecipeError, to_dict
-from trainkit.report.table import _is_number
+from trainkit.report.table import SUMMARY, TableError, _is_number, collect, read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 RESOLVED_RECIPE = "recipe.yaml"
+RECORDS_DIR = ROOT / "results" / "records"   # committed records: <data set>/<recipe>[--<variant>]-seed<N>.json
+SCHEMA = 1                                   # bump when a key changes meaning
 
 # numbers averaged over the runs of a group (mean, *_std); everything else must agree or is listed
 METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "loss", "ece", "train_time_s", "img_per_s",
@@ -137,19 +152,21 @@ def _scalar(value: Any) -> str:
 
 def group_key(record: dict) -> tuple:
     """Runs with equal keys differ at most in their seed."""
-    return (record.get("dataset"), record.get("recipe"), record.get("variant_text"), record.get("split"),
-            record.get("selected_on"))
+    # the data set's short id where known: the same data at another path on another machine is the same data set
+    return (record.get("dataset_id") or record.get("dataset"), record.get("recipe"), record.get("variant_text"),
+            record.get("split"), record.get("selected_on"))
 
 
-def group_records(records: list[dict]) -> list[dict]:
-    """One row per group of records differing only in ``train.seed``: the first record's fields, each metric's
-    mean (``top1``) with ``top1_std`` (sample std, None for one run), ``n``, ``seeds`` and ``runs``."""
+def group_records(records: list[dict], key: Callable[[dict], tuple] = group_key) -> list[dict]:
+    """One row per group of records differing only in ``train.seed`` (or equal under ``key``): the first
+    record's fields, each metric's mean (``top1``) with ``top1_std`` (sample std, None for one run), ``n``,
+    ``seeds``, ``runs`` and ``members`` (the records)."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        groups.setdefault(group_key(record), []).append(record)
+        groups.setdefault(key(record), []).append(record)
     rows = []
     for members in groups.values():
-        row = {**members[0], "n": len(members), "runs": [m.get("run") for m in members],
+        row = {**members[0], "n": len(members), "runs": [m.get("run") for m in members], "members": members,
                "paths": [m.get("path") for m in members],
                "seeds": sorted((m["seed"] for m in members if m.get("seed") is not None), key=str)}
         for key in METRICS:
@@ -173,4 +190,177 @@ def ungrouped(records: list[dict]) -> list[dict]:
     return rows
 
 
-__all__ = ["METRICS", "annotate", "flatten", "group_records", "ungrouped", "variant_text"]
+# ---- the record -----------------------------------------------------------------------------------------------
+
+class RecordError(TableError):
+    """A user-facing problem with a run folder or a record file; one line."""
+
+
+# summary keys a record keeps as they are (the table's columns read them under these names)
+KEPT = ("run", "recipe_hash", "model", "params", "epochs", "split", "samples", "selected_on", "best_val", "val_top1",
+        "weights", "top1", "top5", "loss", "ece", "balanced_accuracy", "macro_f1", "train_class_counts",
+        "train_time_s", "img_per_s", "peak_mem_mb", "hardware", "world_size", "precision", "torch", "timm",
+        "git_commit", "dataset")
+
+
+def to_record(annotated: dict, config: dict[str, Any] | None, *, variant_name: str | None = None,
+              ablation: dict | None = None) -> dict:
+    """The record of one annotated summary (:func:`annotate`) and its flattened resolved recipe (None: unknown).
+
+    In memory it keeps ``path`` (the run folder) for charts; :func:`write_record` leaves it out."""
+    s = annotated
+    record: dict[str, Any] = {"schema": SCHEMA, "recipe": recipe_relpath(s.get("recipe")),
+                              **{k: s.get(k) for k in KEPT},
+                              "dataset_id": dataset_id(config) if config else None,
+                              "seed": s.get("seed"), "variant": s.get("variant") or {},
+                              "variant_text": s.get("variant_text"), "variant_name": variant_name}
+    per_class = s.get("per_class") if isinstance(s.get("per_class"), dict) else None
+    if per_class:
+        record["per_class_recall"] = {name: c.get("recall") for name, c in per_class.items()}
+        record["per_class_samples"] = {name: c.get("samples") for name, c in per_class.items()}
+    if config:
+        record["setup"] = setup_of(config)
+        record["command"] = train_command(record["recipe"], record["variant"], record["seed"], config)
+    record["date"] = run_date(s.get("run"), s.get("path"))
+    if ablation:
+        record["ablation"] = ablation
+    if s.get("path"):
+        record["path"] = s["path"]
+    return record
+
+
+def record_from_run(run_dir: Path, *, variant_name: str | None = None, ablation: dict | None = None) -> dict:
+    """The record of one finished run folder (``summary.json`` + ``recipe.yaml``); one-line RecordError when it
+    is not one, or when the recipe file it names cannot be read (then nobody can tell its variant)."""
+    run_dir = Path(run_dir)
+    problems: list[str] = []
+    summary = read_summary(run_dir / SUMMARY, problems.append) if (run_dir / SUMMARY).is_file() else None
+    config = read_resolved(run_dir)
+    if summary is None or config is None:
+        what = problems[0].removeprefix("warning: skipping ") if problems else \
+            f"no {SUMMARY}" if summary is None else f"no readable {RESOLVED_RECIPE}"
+        raise RecordError(f"{run_dir}: not a finished run folder ({what})")
+    recipe = str(summary.get("recipe") or "")
+    if recipe_file_values(recipe, {}) is None:
+        raise RecordError(f"{run_dir}: its recipe file {recipe or '(none)'} is not readable from {ROOT}, so its "
+                          f"variant (the keys it changed) cannot be told; records are of shipped recipes")
+    return to_record(annotate([summary])[0], config, variant_name=variant_name, ablation=ablation)
+
+
+def records_from_runs(paths: Iterable[str | Path]) -> list[dict]:
+    """The records of every run folder under ``paths`` (compare.py's table), variants told apart together."""
+    summaries = annotate(collect(paths))
+    return [to_record(s, read_resolved(Path(s["path"]))) for s in summaries]
+
+
+def recipe_relpath(recipe: Any) -> str | None:
+    """``recipes/x.yaml`` for a recipe inside this repository's recipes/ (however the run named it)."""
+    if not recipe:
+        return None
+    path = Path(str(recipe))
+    if path.is_absolute() and "recipes" in path.parts:
+        rel = Path(*path.parts[len(path.parts) - 1 - path.parts[::-1].index("recipes"):])
+        return rel.as_posix() if (ROOT / rel).is_file() else str(recipe)
+    return path.as_posix()
+
+
+def dataset_id(config: dict[str, Any]) -> str:
+    """A short name for the data set a run trained on, the records' folder: ``fashion_mnist``, the ImageFolder's
+    folder name (``cifar10-jpeg``, ``imagenette-dev``), ``-lt`` added for a long-tailed subset."""
+    name = str(config.get("data.name") or "unknown")
+    root = config.get("data.root")
+    if name == "imagefolder" and root:
+        name = Path(str(root).rstrip("/")).name or name
+    if config.get("data.imbalance.ratio") is not None or isinstance(config.get("data.imbalance"), dict):
+        name += "-lt"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def setup_of(config: dict[str, Any]) -> dict:
+    """What a table needs to describe the schedule and method without the whole recipe."""
+    loss_defaults = flatten({"loss": to_dict(LossCfg())})
+    loss = {"name": config.get("loss.name")}
+    loss.update({k.removeprefix("loss."): v for k, v in config.items() if k.startswith("loss.") and k != "loss.name"
+                 and k in loss_defaults and v != loss_defaults[k]})
+    imbalance = {k.removeprefix("data.imbalance."): v for k, v in config.items() if k.startswith("data.imbalance.")}
+    return {"schedule": {k: config.get(f"schedule.{k}") for k in ("name", "epochs", "warmup_epochs", "milestones",
+                                                                  "gamma")},
+            "global_batch": config.get("train.global_batch"), "loss": loss,
+            "model_kwargs": {k.removeprefix("model.kwargs."): v for k, v in config.items()
+                             if k.startswith("model.kwargs.")},
+            "imbalance": imbalance or None, "sampler": config.get("data.sampler")}
+
+
+def train_command(recipe: str | None, variant: dict[str, Any], seed: Any, config: dict[str, Any]) -> str:
+    """The train.py command that repeats the run (its variant, seed and data root), rebuilt from recipe.yaml."""
+    parts = ["python train.py", recipe or "?"]
+    parts += [shlex.quote(f"{k}={_scalar(v)}") for k, v in variant.items()]
+    if config.get("data.root") is not None and "data.root" not in variant:
+        parts.append(shlex.quote(f"data.root={config['data.root']}"))
+    if seed is not None:
+        parts.append(f"train.seed={seed}")
+    return " ".join(parts)
+
+
+def run_date(run: Any, path: Any) -> str | None:
+    """YYYY-MM-DD the run started: from the run folder's ``-YYYYMMDD-HHMMSS`` name, else its summary's mtime."""
+    found = re.search(r"(20\d\d)(\d\d)(\d\d)-\d{6}", str(run or ""))
+    if found:
+        return "-".join(found.groups())
+    try:
+        return time.strftime("%Y-%m-%d", time.gmtime((Path(path) / SUMMARY).stat().st_mtime)) if path else None
+    except OSError:
+        return None
+
+
+def record_name(record: dict) -> str:
+    """``quickstart-seed0``, ``quickstart--budget-seed1``; an unnamed variant gets a short hash of its keys;
+    an ablation run ``ablation-<id>/<NN>-<step>-seed<S>``."""
+    stem = Path(str(record.get("recipe") or "unknown")).stem
+    seed = f"seed{record.get('seed')}"
+    ablation = record.get("ablation")
+    if ablation:
+        step = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(ablation.get("step_name") or "step")).strip("_")
+        return f"ablation-{ablation['id']}/{int(ablation['step']):02d}-{step}-{seed}"
+    name = record.get("variant_name")
+    if not name and record.get("variant"):
+        name = "v" + hashlib.sha256(str(record.get("variant_text")).encode()).hexdigest()[:6]
+    return f"{stem}--{name}-{seed}" if name else f"{stem}-{seed}"
+
+
+def record_path(record: dict, root: Path = RECORDS_DIR) -> Path:
+    return Path(root) / str(record.get("dataset_id") or "unknown") / f"{record_name(record)}.json"
+
+
+def write_record(record: dict, root: Path = RECORDS_DIR) -> Path:
+    """Write the record (without its local ``path``) as ``<root>/<data set>/<name>.json``; a rerun of the same
+    recipe, variant and seed replaces its record."""
+    path = record_path(record, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {k: v for k, v in record.items() if k != "path"}
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_records(root: Path = RECORDS_DIR) -> list[dict]:
+    """Every committed record below ``root`` (sorted by path), each with ``record_file`` (relative to root)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RecordError(f"{root}: no such records folder")
+    records = []
+    for file in sorted(root.rglob("*.json")):
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RecordError(f"{file}: unreadable record ({' '.join(str(err).split())})") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise RecordError(f"{file}: not a result record of schema {SCHEMA} (schema {data.get('schema')!r})"
+                              if isinstance(data, dict) else f"{file}: not a JSON object")
+        data["record_file"] = file.relative_to(root).as_posix()
+        records.append(data)
+    return records
+
+
+__all__ = ["METRICS", "RECORDS_DIR", "RecordError", "annotate", "dataset_id", "flatten", "group_records",
+           "read_records", "record_from_run", "records_from_runs", "record_name", "record_path", "to_record",
+           "ungrouped", "variant_text", "write_record"]
