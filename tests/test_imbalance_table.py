@@ -57,7 +57,7 @@ def test_records_and_table(tmp_path):
     assert rows[0].startswith("| cifar10_lt_resnet32_ldam_drw |")       # best balanced accuracy first
     assert "| cifar10_lt_resnet32_ce | ce | 0, 1 | 81.00 ± 1.41 | 50.50 ± 0.71 |" in rows[1]
     assert "70.36 (ERM)" in rows[1] and "| 60.00 @ 3; 61.00 @ 3 |" in rows[1]
-    assert "ldam (class_weights=effective_number, reweight_from_epoch=1)" in rows[0]
+    assert "ldam (class_weights=effective_number, reweight_from_epoch=8)" in rows[0]
     assert "76.36" not in md and "12 epochs" not in md
     assert "epochs multistep" in md and "524 images (400, 100, 20, 4 per class" in md
     assert "top-1 equals balanced accuracy" in md      # every test class has 10 images
