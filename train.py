@@ -22,6 +22,7 @@ from trainkit.runtime.faults import newest_valid_checkpoint
 from trainkit.eval.metrics import format_metrics
 from trainkit.config.recipe import apply_overrides, load_recipe, parse_recipe, recipe_yaml
 from trainkit.data.sources import prepare_data
+from trainkit.train.budget import budget_line
 from trainkit.train.trainer import Trainer, plan_for, run_folder, seed_everything, write_run_header
 
 log = logging.getLogger("trainkit")
@@ -104,6 +105,10 @@ def main() -> int:
         log.info("%s", plan.numerics_line())
         log.info("run folder: %s", run_dir)
         trainer = Trainer(recipe, plan, data, dist, device, run_dir, args.recipe)
+        if trainer.plan.budget:   # decided by the Trainer after the decode (or kept from the checkpoint)
+            log.info("%s", budget_line(trainer.plan.budget))
+            if dist.is_main:
+                write_run_header(run_dir, recipe, trainer.plan)
         if ckpt_path is not None:
             trainer.resume(ckpt_path)
         summary = trainer.summarize(trainer.fit())

@@ -341,9 +341,15 @@ class ScheduleCfg:
     milestones: list[float] = field(default_factory=list)  # multistep: epochs at which to decay
     gamma: float = 0.1
     onecycle_pct_start: float = 0.25      # onecycle: fraction of training spent rising
+    # A wall-clock budget for the whole run (start-up, decode, training, evaluations), minutes: the
+    # number of epochs that fit is decided once at start-up (trainkit.train.budget) and the schedule
+    # is laid out over them; ``epochs`` is then the cap. null: exactly ``epochs`` epochs.
+    budget_minutes: float | None = None
 
     def check(self, key: str) -> None:
         SCHEDULES.check(self.name, f"{key}.name")
+        if self.budget_minutes is not None and not 0 < self.budget_minutes < 1e6:
+            raise RecipeError(f"{key}.budget_minutes: must be > 0 minutes (or null), got {self.budget_minutes}")
         if self.epochs < 1:
             raise RecipeError(f"{key}.epochs: must be >= 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -511,6 +517,7 @@ class RuntimeCfg:
     cudnn_benchmark: bool = True          # CUDA only; off when train.deterministic
     threads: int | None = None            # torch intra-op threads; null: torch's default
     checkpoint_every_steps: int | None = None  # also save last.pt every N optimizer steps (mid-epoch resume)
+    keep_epoch_checkpoints: bool = False  # also keep every epoch's checkpoint as epoch_NNN.pt (hard links)
     log_every_steps: int = 50             # the loss is read (a host sync) only this often
     progress: bool | Literal["auto"] = "auto"  # auto: a bar only on a terminal
     out_dir: str = "runs"
@@ -684,6 +691,8 @@ def recipe_hash(recipe: Recipe) -> str:
     data = recipe_dict(recipe)
     trained = {k: v for k, v in data.items() if k != "runtime"}
     changed = {k: data["runtime"][k] for k in TRAINED_RUNTIME_KEYS if data["runtime"][k] != getattr(RuntimeCfg, k)}
+    if trained["schedule"]["budget_minutes"] is None:   # added later: unset, hashes stay as they were
+        del trained["schedule"]["budget_minutes"]
     if changed:
         trained["runtime"] = changed
     blob = json.dumps(trained, sort_keys=True, separators=(",", ":")).encode()

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -80,10 +81,13 @@ class RunLogger:
 class Checkpointer:
     """Keeps ``last.pt`` every epoch and ``best.pt`` when the chosen metric improves.
 
-    ``select=False`` (val is the test split): no best.pt, nothing is chosen on val."""
+    ``select=False`` (val is the test split): no best.pt, nothing is chosen on val. ``keep_epochs``:
+    every epoch's checkpoint also stays as ``epoch_NNN.pt`` (a hard link to that epoch's last.pt, so no
+    second write), e.g. to measure each epoch's test top-1 after the run."""
 
-    def __init__(self, run_dir: Path, metric: str, enabled: bool, select: bool = True):
+    def __init__(self, run_dir: Path, metric: str, enabled: bool, select: bool = True, keep_epochs: bool = False):
         self.run_dir, self.metric, self.enabled, self.select = run_dir, metric, enabled, select
+        self.keep_epochs = keep_epochs
         self.best_value: float | None = None
         self.best_epoch: int | None = None
 
@@ -101,8 +105,16 @@ class Checkpointer:
             if is_best:
                 self.best_value, self.best_epoch = value, state["epoch"]
         state["best"] = {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch}
-        if self.save_last(state) and is_best:
+        saved = self.save_last(state)
+        if saved and is_best:
             save_atomic(state, self.run_dir / "best.pt")
+        if saved and self.keep_epochs:
+            keep = self.run_dir / f"epoch_{state['epoch']:03d}.pt"
+            keep.unlink(missing_ok=True)   # a resumed run redoing this epoch
+            try:
+                os.link(self.run_dir / "last.pt", keep)
+            except OSError:   # a file system without hard links
+                shutil.copy2(self.run_dir / "last.pt", keep)
         return is_best
 
     def save_last(self, state: dict) -> bool:

@@ -165,4 +165,15 @@ def decide_for_run(recipe: Recipe, device: torch.device, *, batch: int, num_clas
     return broadcast_from_main(numerics)
 
 
-__all__ = ["Numerics", "candidates", "probe", "fastest", "StepTimer", "decide", "decide_for_run", "label"]
+def bare_step_rate(recipe: Recipe, precision: str, channels_last: bool, *, batch: int, num_classes: int,
+                   in_chans: int, device: torch.device, probed: dict | None = None) -> float:
+    """img/s of the bare step with these numerics: the probe's figure when it measured them, else a
+    StepTimer's median (schedule.budget_minutes needs it whether or not a probe ran)."""
+    if probed and label(precision, channels_last) in probed:
+        return float(probed[label(precision, channels_last)])
+    timer = StepTimer(recipe, batch=batch, num_classes=num_classes, in_chans=in_chans, device=device)
+    return statistics.median(timer(precision, channels_last) for _ in range(PROBE_ROUNDS))
+
+
+__all__ = ["Numerics", "bare_step_rate", "candidates", "probe", "fastest", "StepTimer", "decide", "decide_for_run",
+           "label"]

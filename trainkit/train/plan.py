@@ -46,11 +46,19 @@ class Plan:
     channels_last: bool = False   # the memory format used (runtime.channels_last, or the probe's choice)
     numerics_source: str = ""     # recipe | device | probe | checkpoint; "" while undecided (--print)
     numerics_probe: dict | None = None   # "<precision> <layout>": bare-step img/s the probe measured
+    # schedule.budget_minutes: the decision (epochs) and its estimate (trainkit.train.budget); None without
+    # a budget, or while undecided (--print, and until the Trainer has decoded the data)
+    budget: dict | None = None
 
     def with_numerics(self, numerics) -> "Plan":
         """This plan with the run's decided precision and memory format (a ``Numerics``)."""
         return dataclasses.replace(self, precision=numerics.precision, channels_last=numerics.channels_last,
                                    numerics_source=numerics.source, numerics_probe=numerics.probe)
+
+    def with_budget(self, record: dict) -> "Plan":
+        """This plan with the epochs a wall-clock budget decided (``trainkit.train.budget``)."""
+        return dataclasses.replace(self, epochs=record["epochs"], total_steps=self.steps_per_epoch * record["epochs"],
+                                   budget=record)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

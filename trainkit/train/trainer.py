@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from trainkit.models.build import count_params
 from trainkit.models.hub import build_model
 from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
 from trainkit.runtime.distributed import DistInfo, barrier, convert_sync_batchnorm
-from trainkit.runtime.environment import git_commit, hardware_description
+from trainkit.runtime.environment import git_commit, hardware_description, process_seconds
 from trainkit.runtime.faults import Preempted, StopOnSigterm
 from trainkit.train.callbacks import Checkpointer, RunLogger, StopTraining, peak_memory_mb
 from trainkit.train.distill import build_distillation
@@ -36,7 +37,8 @@ from trainkit.train.engine import TrainStep, train_one_epoch
 from trainkit.train.finetune import Finetuner
 from trainkit.train.losses import build_loss
 from trainkit.train.optim import build_optimizer, build_scheduler
-from trainkit.train.numerics import decide, decide_for_run
+from trainkit.train import budget
+from trainkit.train.numerics import bare_step_rate, decide, decide_for_run
 from trainkit.train.plan import Plan, make_plan
 
 log = logging.getLogger("trainkit")
@@ -76,7 +78,11 @@ def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device, *
                                   saved=saved_plan, is_main=dist.is_main)
     else:
         numerics = decide(recipe, device, saved=saved_plan, run_steps=plan.total_steps * plan.accum_steps)
-    return plan if numerics is None else plan.with_numerics(numerics)
+    plan = plan if numerics is None else plan.with_numerics(numerics)
+    if recipe.schedule.budget_minutes is not None and saved_plan and saved_plan.get("budget"):
+        # A resumed run keeps the epochs its budget decided: its schedule must not move.
+        plan = plan.with_budget({**saved_plan["budget"], "source": "checkpoint"})
+    return plan
 
 
 INIT_FROM_DATA_IMAGES = 5000
@@ -136,7 +142,9 @@ class Trainer:
                                         settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
                                         multiscale=recipe.multiscale, mix=mix, in_memory=plan.in_memory, **common)
         eval_settings = LoaderSettings.from_runtime(rt, plan.eval_batch, device, False)
+        decode_start = time.perf_counter()
         self.val_loader = make_loader(data.splits["val"], train=False, settings=eval_settings, **common)
+        decode_s_per_image = (time.perf_counter() - decode_start) / max(1, len(data.splits["val"]))
         if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
             # Data-dependent init (e.g. speednet's whitening stem), before DDP broadcasts rank 0's weights.
             self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
@@ -144,7 +152,12 @@ class Trainer:
         self.params = count_params(self.model)   # after a possible new head
         optimizer = build_optimizer(self.model, recipe.optim, plan.lr,
                                     param_groups=self.finetune.param_groups(recipe.optim))
-        scheduler = build_scheduler(optimizer, recipe.schedule, plan.steps_per_epoch)
+        if recipe.schedule.budget_minutes is not None and plan.budget is None:
+            # After the decode (measured, inside the budget), before the schedule is laid out.
+            self.plan = plan = plan.with_budget(self.decide_budget(decode_s_per_image))
+        # plan.epochs: schedule.epochs, or the epochs a budget decided (schedule.epochs is then the cap)
+        scheduler = build_scheduler(optimizer, dataclasses.replace(recipe.schedule, epochs=plan.epochs),
+                                    plan.steps_per_epoch)
         net = self.model
         if recipe.finetune.cache_features:
             # the frozen backbone runs once per image here; the epochs train the head on its features
@@ -182,7 +195,7 @@ class Trainer:
 
         self.logger = RunLogger(run_dir, enabled=dist.is_main)
         self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main,
-                                         select=plan.selected_on == "val")
+                                         select=plan.selected_on == "val", keep_epochs=rt.keep_epoch_checkpoints)
         self.start_epoch = 0
         self.start_step_in_epoch = 0     # optimizer steps of start_epoch already done (mid-epoch resume)
         self.train_seconds = 0.0
@@ -190,6 +203,18 @@ class Trainer:
         # (a sweep's pruner does). Features that watch epochs go here, not into the loop.
         self.epoch_end: list[Callable[[dict], None]] = []
         self.stopped_early: str | None = None   # StopTraining's message when a callback ended the run
+
+    def decide_budget(self, decode_s_per_image: float) -> dict:
+        """schedule.budget_minutes -> epochs (trainkit.train.budget), on rank 0 for every rank."""
+        rec, plan = self.recipe, self.plan
+
+        def step_rate() -> float:
+            return bare_step_rate(rec, plan.precision, plan.channels_last, batch=plan.per_device_batch,
+                                  num_classes=plan.num_classes, in_chans=plan.in_chans, device=self.device,
+                                  probed=plan.numerics_probe)
+        return budget.decide_for_run(rec.schedule.budget_minutes, plan, spent_s=process_seconds, step_rate=step_rate,
+                                     decode_s_per_image=decode_s_per_image, cap=rec.schedule.epochs,
+                                     eval_every=rec.train.eval_every_epochs, is_main=self.dist.is_main)
 
     # ------------------------------------------------------------ state
 
@@ -287,6 +312,7 @@ class Trainer:
                 row.update(ema_val_top1=ema["top1"], ema_val_loss=ema["loss"])
                 val = {**val, "ema_top1": ema["top1"], "ema_loss": ema["loss"]}
         row["skipped_images"] = self.train_loader.skipped + self.val_loader.skipped
+        row["process_wall_s"] = round(process_seconds(), 1)   # since this process started (not across resumes)
         self.checkpointer.save(self.state(epoch + 1, row), val)
         self.logger.epoch(row)
         log.info("epoch %d/%d  loss %.4f  %s  %.0f img/s  %.1fs%s", epoch + 1, plan.epochs, stats.loss,
@@ -332,6 +358,7 @@ class Trainer:
             "numerics_source": self.plan.numerics_source, "numerics_probe": self.plan.numerics_probe,
             "torch": str(torch.__version__), "timm": str(timm.__version__), "git_commit": git_commit(),
             "skipped_images": last_row.get("skipped_images", 0),
+            "budget": self.plan.budget, "process_wall_s": round(process_seconds(), 1),
         }
         if self.dist.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,86 @@
+"""schedule.budget_minutes: the epochs that fit a wall-clock budget, decided once from (here stubbed)
+timings, laid out by the schedule, recorded, and reused unchanged by a resumed run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers_distill import run_entry
+from trainkit.config.recipe import load_recipe, recipe_hash
+from trainkit.config.schema import RecipeError
+from trainkit.runtime.checkpoint import load_checkpoint
+from trainkit.train import trainer as trainer_module
+from trainkit.train.budget import Costs, epochs_within, estimate_s, validations
+
+
+def test_epochs_within_takes_the_most_that_fit_counting_validations():
+    costs = Costs(spent_s=100, epoch_s=60, val_s=10, final_s=20)
+    # every epoch validated: 100 + 70 n + 20 <= 600 -> n = 6
+    assert epochs_within(600, costs, cap=50, eval_every=1) == 6
+    # every 3rd epoch (and the last): n = 7 costs 100 + 420 + 3 x 10 + 20 = 570; n = 8 costs 630
+    assert validations(7, 3) == 3 and validations(6, 3) == 2
+    assert epochs_within(600, costs, cap=50, eval_every=3) == 7
+    assert estimate_s(7, costs, 3) == 570
+    assert epochs_within(600, costs, cap=5, eval_every=1) == 5          # schedule.epochs is the cap
+    assert epochs_within(100, costs, cap=5, eval_every=1) == 1          # not even one fits: one, with a warning
+
+
+def test_budget_minutes_is_checked_and_enters_the_hash_only_when_set():
+    base = ["data.root=/data"]
+    plain = load_recipe("recipes/cifar10_speedrun.yaml", base)
+    budgeted = load_recipe("recipes/cifar10_speedrun.yaml", [*base, "schedule.budget_minutes=15"])
+    assert recipe_hash(plain) != recipe_hash(budgeted)   # the intent is part of what is trained
+    assert recipe_hash(budgeted) != recipe_hash(load_recipe("recipes/cifar10_speedrun.yaml",
+                                                            [*base, "schedule.budget_minutes=10"]))
+    with pytest.raises(RecipeError, match="schedule.budget_minutes"):
+        load_recipe("recipes/cifar10_speedrun.yaml", [*base, "schedule.budget_minutes=0"])
+
+
+class StubClock:
+    """Stands in for the step timing and the process clock inside the Trainer; counts decisions."""
+    img_per_s = 3.0
+    calls = 0
+
+    @classmethod
+    def rate(cls, *args, **kwargs) -> float:
+        cls.calls += 1
+        return cls.img_per_s
+
+
+def test_decision_is_recorded_laid_out_and_reused_on_resume(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "bare_step_rate", StubClock.rate)
+    monkeypatch.setattr(trainer_module, "process_seconds", lambda: 10.0)
+    # 33 training images, batch 6: 5 steps = 30 images per epoch; at 3 img/s x 0.85 an epoch is about
+    # 11.8 s, so 10 s spent + 2 epochs (+ tiny evaluations) fit 45 s and 3 epochs do not.
+    args = ["recipes/cifar10_resnet20.yaml", f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16",
+            "train.global_batch=6", "train.precision=fp32", "schedule.epochs=4", "schedule.budget_minutes=0.75",
+            "runtime.keep_epoch_checkpoints=true", "runtime.workers=0", "runtime.threads=1",
+            f"runtime.out_dir={tmp_path}", "runtime.run_name=r"]
+    assert run_entry("train.py", args, monkeypatch) == 0
+    run_dir = tmp_path / "r"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["train_lr"] == pytest.approx(0.0, abs=1e-9)   # the cosine was laid out over 2 epochs, not 4
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["epochs"] == 2 and plan["total_steps"] == 2 * plan["steps_per_epoch"]
+    record = plan["budget"]
+    assert (record["epochs"], record["cap_epochs"], record["source"], record["spent_s"]) == (2, 4, "estimate", 10.0)
+    assert record["estimate_s"] <= 45
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["budget"] == record and summary["epochs"] == 2 and summary["process_wall_s"] > 0
+    assert "budget: 0.75 min -> 2 epochs (estimate;" in (run_dir / "train.log").read_text()
+    assert sorted(p.name for p in run_dir.glob("epoch_*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
+    assert load_checkpoint(run_dir / "epoch_001.pt")["epoch"] == 1
+    assert StubClock.calls == 1
+
+    # Resume from epoch 1 on a machine now ten times faster (4 epochs would fit): the run keeps 2.
+    monkeypatch.setattr(StubClock, "img_per_s", 30.0)
+    assert run_entry("train.py", [*args, "--resume", str(run_dir / "epoch_001.pt")], monkeypatch) == 0
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["epochs"] == 2 and plan["budget"] == {**record, "source": "checkpoint"}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 2]
+    assert load_checkpoint(run_dir / "last.pt")["train_step"]["scheduler"]["step"] == 2 * plan["steps_per_epoch"]
+    assert StubClock.calls == 1   # never re-decided
