@@ -21,7 +21,11 @@ Sections (``--only`` picks a subset):
               checkout given by --timm-dir, its commit recorded; -j 1 and -j 2) vs reference.py,
               beside the ceiling: the bare model step on synthetic tensors (ceiling.py), bf16 and fp32
   eval        evaluate.py vs a reference eval loop, the whole test split
-  speedrun    recipes/cifar10_speedrun.yaml: wall time and test top-1 (one run; long)
+  tta         time to accuracy (time_to_accuracy.py): recipes/cifar10_speedrun.yaml with
+              schedule.budget_minutes (--tta-budget-minutes) vs timm's train.py on ResNet-20, the same
+              train/val/test JPEGs; val top-1 every epoch against wall time, test top-1 of every epoch
+              after the runs; the speed recipe's test top-1 at the budget (long: about
+              budget + timm's run + the per-epoch test evaluations, per repeat)
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ from pathlib import Path
 
 import torch
 
+import time_to_accuracy as tta
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
-SECTIONS = ("data", "data_large", "train", "eval", "speedrun")
+SECTIONS = ("data", "data_large", "train", "eval", "tta")
 
 
 def sh(cmd: list[str], cwd: Path = ROOT) -> tuple[str, float]:
@@ -263,12 +269,11 @@ def section_eval(args, root: Path, tmp: Path) -> dict:
             "commands": {k: shown(c, tmp) for k, c in cmds.items()}, "settings": {"batch": 2 * args.batch}}
 
 
-def section_speedrun(args, root: Path, tmp: Path) -> dict:
-    cmd = [PY, "train.py", "recipes/cifar10_speedrun.yaml", f"data.root={root}", f"runtime.out_dir={tmp}",
-           "runtime.run_name=speedrun", "runtime.progress=false"]
-    _, wall = sh(cmd)
-    summary = json.loads((tmp / "speedrun" / "summary.json").read_text())
-    return {"commands": {"speedrun": shown(cmd, tmp)}, "wall_s": wall, "summary": summary}
+def section_tta(args, root: Path, tmp: Path) -> dict:
+    res = tta.run_section(args, root, tmp, subset_folder)
+    tta.plot(res, Path(args.results) / "tta.png")
+    return {**res, "commands": {n: shown(c, tmp) for n, c in res["commands"].items()},
+            "timm_commit": git_head(Path(args.timm_dir))}
 
 
 # ---------------------------------------------------------------- report
@@ -316,18 +321,11 @@ def render_train(res: dict) -> list[str]:
     return lines
 
 
-def render_speedrun(res: dict) -> list[str]:
-    s = res["summary"]
-    return [f"`recipes/cifar10_speedrun.yaml`: test top-1 {s['top1']:.2f}% after {s['epochs']} epochs "
-            f"({s.get('precision')}); {s['train_time_s']:.0f} s training, {res['wall_s']:.0f} s wall for the whole "
-            f"command (start-up, decode, evaluation included)."]
-
-
 TITLES = {"data": "Data pipeline, CIFAR-10 JPEG", "data_large": "Data pipeline, larger JPEGs",
           "train": "Training: train.py vs timm's train.py, with the ceiling", "eval": "Evaluation",
-          "speedrun": "Speed recipe"}
+          "tta": "Time to accuracy: the speed recipe vs timm's train.py"}
 RENDER = {"data": render_pairs, "data_large": render_pairs, "train": render_train, "eval": render_pairs,
-          "speedrun": render_speedrun}
+          "tta": tta.render}
 
 
 def render(results: Path, out: Path) -> str:
@@ -341,7 +339,7 @@ def render(results: Path, out: Path) -> str:
         path = results / f"{section}.json"
         if not path.is_file():
             lines.append(f"Not measured yet: `python benchmarks/run.py --root ../shared/data/cifar10-jpeg --only "
-                         f"{section}`{' --timm-dir PATH' if section == 'train' else ''}.")
+                         f"{section}`{' --timm-dir PATH' if section in ('train', 'tta') else ''}.")
             continue
         res = json.loads(path.read_text())
         load = res["load_average"]
@@ -375,6 +373,14 @@ def main() -> None:
     p.add_argument("--ceiling-steps", type=int, default=20, help="timed bare steps per ceiling process")
     p.add_argument("--eval-images", type=int, default=250, help="test images each training side evaluates")
     p.add_argument("--large-px", type=int, default=160)
+    p.add_argument("--tta-budget-minutes", type=float, default=15.0, help="tta: the speed recipe's wall-clock budget")
+    p.add_argument("--tta-timm-epochs", type=int, default=10, help="tta: timm's epochs (its cosine spans them)")
+    p.add_argument("--tta-target", type=float, default=80.0, help="tta: the top-1 %% whose first crossing is timed")
+    p.add_argument("--tta-per-class", type=int, default=None,
+                   help="tta: only the first N train and N test JPEGs per class (smoke runs); default all")
+    p.add_argument("--timm-workers", type=int, default=None, help="tta: timm's -j (default: the train section's best)")
+    p.add_argument("--timm-precision", choices=("bf16", "fp32"), default=None,
+                   help="tta: timm's precision (default: the faster ceiling of the train section)")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_run():
+    if str(ROOT / "benchmarks") not in sys.path:   # run.py imports its sibling modules, as when run as a script
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -60,3 +63,74 @@ def test_committed_benchmarks_md_is_exactly_the_rendering_of_the_committed_resul
     run = load_run()
     assert run.render(run.RESULTS, tmp_path / "B.md") == (ROOT / "BENCHMARKS.md").read_text(), \
         "BENCHMARKS.md differs from its result files: run python benchmarks/run.py --render"
+
+
+def test_tta_split_folder_is_our_holdout_split_as_symlinks(image_folder, tmp_path):
+    load_run()
+    import time_to_accuracy as tta
+    from trainkit.config.recipe import DataCfg
+    from trainkit.data.sources import open_source, resolve_splits
+
+    sizes = tta.split_folder(image_folder, tmp_path / "tta")
+    ours = resolve_splits(DataCfg(root=str(image_folder)), open_source(DataCfg(root=str(image_folder))))
+    assert sizes == {name: len(ours[name]) for name in ("train", "val", "test")} == {"train": 32, "val": 4, "test": 18}
+    for name in ("train", "val", "test"):
+        linked = sorted(str(p.resolve()) for p in (tmp_path / "tta" / name).glob("*/*"))
+        assert linked == sorted(str(Path(p).resolve()) for p in ours[name].paths)
+        assert all(p.is_symlink() for p in (tmp_path / "tta" / name).glob("*/*"))   # nothing copied
+    # The folder has a val/ split: a recipe on it validates on exactly those images, with no hold-out of its own.
+    again = resolve_splits(DataCfg(root=str(tmp_path / "tta")), open_source(DataCfg(root=str(tmp_path / "tta"))))
+    assert len(again["train"]) == 32 and len(again["val"]) == 4
+
+
+def test_tta_timm_eval_preprocessing_is_the_recipes():
+    """The test figures of both sides come through one pipeline with one preprocessing: timm's config of
+    resnet20_cifar (what a timm checkpoint is evaluated with) equals the speed recipe's data.eval."""
+    import timm
+    from trainkit.config.recipe import load_recipe
+    from trainkit.models.weights import timm_eval_cfg
+
+    recipe = load_recipe(ROOT / "recipes" / "cifar10_speedrun.yaml", ["data.root=/data"])
+    assert timm_eval_cfg(timm.create_model("resnet20_cifar")) == recipe.data.eval
+
+
+def test_tta_best_timm_flags_come_from_the_train_section(tmp_path):
+    load_run()
+    import time_to_accuracy as tta
+
+    assert tta.timm_best_flags(tmp_path / "missing.json") == (1, "bf16")
+    runs = {"timm train.py -j 1": [{"wall_s": 150.0}], "timm train.py -j 2": [{"wall_s": 120.0}],
+            "ceiling, bf16": [{"img_per_s": 300.0}], "ceiling, fp32": [{"img_per_s": 400.0}]}
+    (tmp_path / "train.json").write_text(json.dumps({"runs": runs}))
+    assert tta.timm_best_flags(tmp_path / "train.json") == (2, "fp32")
+
+
+def tta_run(walls: list[float], vals: list[float], tests: list[float], **extra) -> dict:
+    import time_to_accuracy as tta
+
+    epochs = [{"epoch": i + 1, "wall_s": w, "val_top1": v, "test_top1": t}
+              for i, (w, v, t) in enumerate(zip(walls, vals, tests))]
+    return {"epochs": epochs, "wall_s": walls[-1] + 20, "final_val_top1": vals[-1], "final_test_top1": tests[-1],
+            "to_target_val_s": tta.first_reach(epochs, "val_top1", 80), "to_target_test_s":
+            tta.first_reach(epochs, "test_top1", 80), **extra}
+
+
+def test_tta_section_renders_time_to_target_and_the_budget_figure(tmp_path):
+    run = load_run()
+    results = tmp_path / "results"
+    results.mkdir()
+    budget = {"epochs": 3, "estimate_s": 880.0, "cap_epochs": 10}
+    ours = tta_run([300, 600, 870], [70.0, 82.0, 88.5], [69.0, 79.5, 88.0], budget=budget, precision="bf16")
+    timm = tta_run([200, 400], [60.0, 75.0], [61.0, 74.0], precision="fp32", workers=1)
+    res = {**META, "section": "tta", "runs": {"ours": [ours], "timm": [timm]}, "commands": {"ours": "o", "timm": "t"},
+           "split_sizes": {"train": 45000, "val": 5000, "test": 10000}, "target_top1": 80.0,
+           "timm_commit": "aa4b5850c154",
+           "settings": {"budget_minutes": 15.0, "timm_epochs": 2, "timm_workers": 1, "timm_precision": "fp32",
+                        "per_class": None}}
+    (results / "tta.json").write_text(json.dumps(res))
+    text = run.render(results, tmp_path / "B.md").split("## Time to accuracy")[1]
+    # first epoch at or above 80%: val at 600 s, test (79.5 at 600 s) only at 870 s; timm never
+    assert "| ours | 1 | 3 | 600 | 870 | 88.50% | 88.00% | 890 |" in text
+    assert "| timm | 1 | 2 | not reached | not reached | 75.00% | 74.00% | 420 |" in text
+    assert "`schedule.budget_minutes=15`" in text and "3 epochs decided at start-up (estimate 880 s, cap 10)" in text
+    assert "test top-1 88.00% at its last epoch" in text and "tta.png" in text
