@@ -22,6 +22,7 @@ data.eval: 32 px, crop 1.0, ImageNet mean/std), so the two test columns differ o
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # trainkit, for the split and the evaluation (run.py runs from benchmarks/)
@@ -119,7 +122,13 @@ def timm_epochs(run_dir: Path, start: float) -> list[dict]:
 def test_top1(checkpoint: str, data: Path, arch: str | None) -> float:
     """Test top-1 of one checkpoint through trainkit's evaluation pipeline (a run's own preprocessing;
     timm's file with timm's pretrained config of ``arch``, which is the recipe's data.eval)."""
-    loaded = resolve(checkpoint, arch=arch) if arch else resolve(checkpoint)
+    if arch:
+        # timm's checkpoint carries its argparse Namespace of flags (plain values): allowed by name, so the
+        # load stays weights_only=True
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            loaded = resolve(checkpoint, arch=arch)
+    else:
+        loaded = resolve(checkpoint)
     loaded = with_data_root(loaded, str(data))
     return evaluate_model(loaded, split="test", show_progress=False)["metrics"]["top1"]
 
