@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +136,31 @@ def test_tta_section_renders_time_to_target_and_the_budget_figure(tmp_path):
     assert "| timm | 1 | 2 | not reached | not reached | 75.00% | 74.00% | 420 |" in text
     assert "`schedule.budget_minutes=15`" in text and "3 epochs decided at start-up (estimate 880 s, cap 10)" in text
     assert "test top-1 88.00% at its last epoch" in text and "tta.png" in text
+
+
+def test_tta_reads_timms_epochs_and_evaluates_its_checkpoints_through_our_pipeline(image_folder, tmp_path):
+    """timm's summary.csv (epochs from 0) and its checkpoint files (flags pickled as an argparse
+    Namespace beside the state dict) become the epoch rows; test top-1 comes from evaluate_model."""
+    import argparse
+    import os
+
+    import timm
+    import torch
+
+    load_run()
+    import time_to_accuracy as tta
+
+    run_dir = tmp_path / "timm"
+    run_dir.mkdir()
+    (run_dir / "summary.csv").write_text("epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n"
+                                         "0,2.1,2.0,41.5,90.0,0.1\n1,1.9,1.8,55.25,95.0,0.05\n")
+    model = timm.create_model("resnet20_cifar", num_classes=3)
+    for epoch in (0, 1):
+        path = run_dir / f"checkpoint-{epoch}.pth.tar"
+        torch.save({"epoch": epoch, "arch": "resnet20_cifar", "state_dict": model.state_dict(),
+                    "args": argparse.Namespace(lr=0.1, model="resnet20_cifar")}, path)
+        os.utime(path, (1000.0 + 60 * epoch, 1000.0 + 60 * epoch))
+    rows = tta.timm_epochs(run_dir, start=900.0)
+    assert [(r["epoch"], r["wall_s"], r["val_top1"]) for r in rows] == [(1, 100.0, 41.5), (2, 160.0, 55.25)]
+    top1 = tta.test_top1(rows[0]["checkpoint"], image_folder, "resnet20_cifar")
+    assert 0.0 <= top1 <= 100.0 and (top1 * 18 / 100) == pytest.approx(round(top1 * 18 / 100))   # k of 18 images
