@@ -194,10 +194,10 @@ def plot(res: dict, path: Path) -> Path:
             ax.plot(minutes, [e["val_top1"] for e in run["epochs"]], marker="o", ms=3, color=colour, label=label)
     ax.axhline(res["target_top1"], ls="--", color="grey", lw=0.8)
     ax.set_xlabel("wall time from process start, minutes")
-    ax.set_ylabel("val top-1, % (5,000 held-out train images)")
+    ax.set_ylabel(f"val top-1, % ({res['split_sizes']['val']:,} held-out train images)")
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -226,7 +226,7 @@ def render(res: dict) -> list[str]:
     for r in res["runs"]["ours"]:
         b = r["budget"]
         lines += ["", f"The speed recipe with `schedule.budget_minutes={st['budget_minutes']:g}` (issue 20's "
-                  f"\"what it reaches in {st['budget_minutes']:g} minutes on this machine\"): {b['epochs']} epochs "
+                  f"\"what it reaches in {st['budget_minutes']:g} min on this machine\"): {b['epochs']} epoch(s) "
                   f"decided at start-up (estimate {b['estimate_s']:.0f} s, cap {b['cap_epochs']}), "
                   f"{r['wall_s']:.0f} s wall, test top-1 {r['final_test_top1']:.2f}% at its last epoch "
                   f"({r['precision']}; trained on {sizes['train']:,} images, {sizes['val']:,} held out for the curve)."]

@@ -134,7 +134,7 @@ def test_tta_section_renders_time_to_target_and_the_budget_figure(tmp_path):
     # first epoch at or above 80%: val at 600 s, test (79.5 at 600 s) only at 870 s; timm never
     assert "| ours | 1 | 3 | 600 | 870 | 88.50% | 88.00% | 890 |" in text
     assert "| timm | 1 | 2 | not reached | not reached | 75.00% | 74.00% | 420 |" in text
-    assert "`schedule.budget_minutes=15`" in text and "3 epochs decided at start-up (estimate 880 s, cap 10)" in text
+    assert "`schedule.budget_minutes=15`" in text and "3 epoch(s) decided at start-up (estimate 880 s, cap 10)" in text
     assert "test top-1 88.00% at its last epoch" in text and "tta.png" in text
 
 
