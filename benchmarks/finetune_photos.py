@@ -13,14 +13,18 @@ with other jobs slows both sides alike; compare ratios, not absolute times acros
 
   python benchmarks/finetune_photos.py --data-root ../shared/data/imagenette-dev [--parts layout recipe probe]
 
-Prints one table per part and writes --out (JSON) with the CPU model, torch version and threads.
+Prints one table per part and merges it into --out (JSON): each part keeps its own command, date,
+CPU model, torch version, commit and load average, so re-measuring one part leaves the others as
+they were measured. BENCHMARKS.md renders the file (`python benchmarks/run.py --render`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +44,7 @@ from trainkit.runtime.environment import hardware_description  # noqa: E402  (af
 from trainkit.train.trainer import Trainer, plan_for, seed_everything  # noqa: E402  (after the sys.path line above)
 
 CPU = torch.device("cpu")
+PARTS = ("layout", "recipe", "probe")
 
 
 def trainer_for(recipe_file: str, overrides: list[str], out: Path) -> Trainer:
@@ -159,7 +164,7 @@ def probe_part(args, out: Path) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "imagenette-dev"))
-    p.add_argument("--parts", nargs="+", default=["layout", "recipe", "probe"], choices=["layout", "recipe", "probe"])
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="layout: timed steps per round")
     p.add_argument("--images", type=int, default=192, help="recipe/probe: photos per epoch")
@@ -168,16 +173,23 @@ def main() -> int:
     if not Path(args.data_root, "train").is_dir():
         print(f"error: --data-root {args.data_root}: no train/ folder (an ImageFolder of photos)", file=sys.stderr)
         return 2
-    result = {"cpu": hardware_description(CPU), "machine": platform.machine(), "torch": torch.__version__,
-              "command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M")}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip() or "unknown"
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result = {part: previous[part] for part in PARTS if part in previous}   # parts measured before stay
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
+            load_start = os.getloadavg()[0]
             if part == "layout":
-                result["layout"] = layout_part(args)
+                figures = layout_part(args)
             elif part == "recipe":
-                result["recipe"] = recipe_part(args, Path(tmp))
+                figures = recipe_part(args, Path(tmp))
             else:
-                result["probe"] = probe_part(args, Path(tmp))
+                figures = probe_part(args, Path(tmp))
+            result[part] = {**figures, "command": " ".join(["python", *sys.argv]),
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                            "cpu": hardware_description(CPU), "machine": platform.machine(), "torch": torch.__version__,
+                            "git_commit": commit, "load_average": [load_start, os.getloadavg()[0]]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
