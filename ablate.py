@@ -8,11 +8,17 @@ Every step's recipe is validated before anything trains. Each run is its own
 ``train.py`` process (run folders under --runs-dir). An ablation ranks recipes, so it
 reads val only: each run's val top-1 of its best-on-val checkpoint (summary.json ``val_top1``).
 A step whose val split is the test split (data.holdout_fraction=0) is refused before training.
+
+``--records results/records`` also writes each run's result record (trainkit.report.records, with the
+ablation id, step and what it adds), which ``python compare.py results`` shows as an ablation table in
+recipes/RESULTS.md. A run whose folder under --runs-dir already holds a summary.json is not trained
+again: rerunning an earlier ablation's command with its --runs-dir and --records records it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,10 +26,11 @@ from pathlib import Path
 import torch
 
 from trainkit.cli import RunFailed, one_line_errors, train_once
-from trainkit.config.recipe import load_recipe
+from trainkit.config.recipe import load_recipe, recipe_hash
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import open_source, resolve_splits, val_is_test
 from trainkit.report.ablation import StepResult, cumulative, markdown_table, parse_step
+from trainkit.report.records import record_from_run, write_record
 
 ROOT = Path(__file__).resolve().parent
 
@@ -37,6 +44,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, default=Path("ablation.md"), help="Markdown table to write")
     p.add_argument("--runs-dir", type=Path, help="where the run folders go (default: runs/ablate-<recipe>)")
+    p.add_argument("--records", type=Path, metavar="DIR",
+                   help="also write each run's result record under DIR (e.g. results/records)")
+    p.add_argument("--name", help="the ablation's id in its records (default: the recipe's name)")
     return p.parse_args(argv)
 
 
@@ -54,6 +64,14 @@ def check_steps(recipe_path: str, plan: list) -> None:
                               "data.holdout_fraction > 0")
 
 
+def check_reused(summary: Path, expected_hash: str) -> None:
+    """A finished run in --runs-dir is reused only when it trained exactly this step's recipe."""
+    found = json.loads(summary.read_text()).get("recipe_hash")
+    if found != expected_hash:
+        raise RecipeError(f"{summary.parent}: a finished run of another recipe (hash {found}, this step's is "
+                          f"{expected_hash}); give another --runs-dir or remove it")
+
+
 @one_line_errors
 def main() -> int:
     args = parse_args(sys.argv[1:])
@@ -67,12 +85,20 @@ def main() -> int:
         result = StepResult(step)
         for seed in args.seeds:
             name = f"{i:02d}-s{seed}"
-            try:
-                summary, wall = train_once(args.recipe, overrides, seed, runs_dir, name)
+            done = runs_dir / name / "summary.json"
+            if done.is_file():
+                check_reused(done, recipe_hash(load_recipe(args.recipe, [*overrides, f"train.seed={seed}"])))
+            try:   # a finished run (an earlier ablation's folder) is reused; its wall time is not known
+                summary, wall = (json.loads(done.read_text()), None) if done.is_file() else \
+                    train_once(args.recipe, overrides, seed, runs_dir, name)
             except RunFailed as err:
                 result.failed.append(str(err))
                 print(f"[{i}] {step.name} seed {seed}: FAILED {err}", flush=True)
                 continue
+            if args.records:
+                ablation = {"id": args.name or Path(args.recipe).stem, "step": i, "step_name": step.name,
+                            "adds": list(step.overrides), "base_overrides": list(args.overrides)}
+                print(f"record: {write_record(record_from_run(runs_dir / name, ablation=ablation), args.records)}")
             hardware = summary.get("hardware", hardware)
             if summary.get("val_top1") is None:
                 result.failed.append(f"seed {seed}: no val top-1 in the summary (selected_on "
@@ -80,9 +106,11 @@ def main() -> int:
                 continue
             result.top1.append(summary["val_top1"])
             result.train_s.append(summary["train_time_s"])
-            result.wall_s.append(wall)
+            if wall is not None:
+                result.wall_s.append(wall)
             print(f"[{i}] {step.name} seed {seed}: val top-1 {summary['val_top1']:.2f}%  "
-                  f"train {summary['train_time_s']:.0f}s  wall {wall:.0f}s", flush=True)
+                  f"train {summary['train_time_s']:.0f}s  wall {'(reused run)' if wall is None else f'{wall:.0f}s'}",
+                  flush=True)
         results.append(result)
         header = (f"Ablation of `{args.recipe}` {' '.join(f'`{o}`' for o in args.overrides)}; "
                   f"seeds {args.seeds}; val top-1 of each run's best-on-val checkpoint (val only: an "

@@ -28,11 +28,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from trainkit.report.records import (RECORDS_DIR, group_records, read_records, record_from_run, records_from_runs,
+from trainkit.report.records import (RECORDS_DIR, group_records, record_from_run, records_from_runs,
                                      ungrouped, write_record)
-from trainkit.report.results import NOT_RUN, RESULTS_MD, read_notes, results_markdown
+from trainkit.report.results import NOT_RUN, RESULTS_MD, results_text
 from trainkit.report.table import TableError, to_csv, to_markdown, write_tables
 
 ROOT = Path(__file__).resolve().parent
@@ -68,24 +66,6 @@ def parse_sub(argv: list[str]) -> argparse.Namespace:
     res.add_argument("--out", type=Path, default=RESULTS_MD)
     res.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is stale")
     return p.parse_args(argv)
-
-
-def card_links(records_root: Path, zoo: Path = ROOT / "zoo") -> dict[str, list[str]]:
-    """Record file (relative to the records root) -> ids of the zoo cards whose ``source.record`` names it.
-    Read as plain YAML: the report layer stays below the zoo."""
-    links: dict[str, list[str]] = {}
-    for card in sorted(zoo.glob("*.yaml")):
-        record = ((yaml.safe_load(card.read_text()) or {}).get("source") or {}).get("record")
-        if record:   # a path relative to the repository root
-            path = (ROOT / record).resolve()
-            rel = path.relative_to(records_root.resolve()).as_posix() if path.is_relative_to(
-                records_root.resolve()) else record
-            links.setdefault(rel, []).append(card.stem)
-    return links
-
-
-def results_text(records_root: Path, notes: Path) -> str:
-    return results_markdown(read_records(records_root), read_notes(notes), card_links(records_root))
 
 
 def run_sub(args: argparse.Namespace) -> int:

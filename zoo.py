@@ -9,6 +9,10 @@
   python zoo.py readme                                   # regenerate zoo/README.md from the cards
   python zoo.py check                                    # validate every card, verify every sha256
   python zoo.py export zoo:cifar10_resnet20 --out exports/  # safetensors + ONNX (checked by onnxruntime)
+  python zoo.py publish runs/<run> --id cifar10_resnet20_ours  # a card for weights our recipe trained:
+                                                         # zoo/weights/<id>.safetensors (at most 5 MB), the card
+                                                         # linking recipe, hash, commit and result record, its
+                                                         # metrics measured as evaluate.py zoo:<id> measures them
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 from trainkit.cli import one_line_errors, setup_logging
 from trainkit.config.schema import RecipeError
@@ -25,6 +32,9 @@ from trainkit.zoo import cards as zoo
 from trainkit.zoo.export import export_model, load_for_export
 from trainkit.zoo.fetch import fetch_weights
 from trainkit.zoo.imports import PRESET_ARGS, PRESETS, import_card, measure_preprocessing, show_mapping
+from trainkit.report.results import write_results
+from trainkit.runtime.environment import hardware_description
+from trainkit.zoo.publish import MAX_WEIGHTS_MB, find_record, publish, weights_dir
 from trainkit.zoo.readme import write_readme
 
 
@@ -51,6 +61,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     exp.add_argument("source", help="zoo:<id>, a run folder or a trainkit checkpoint")
     exp.add_argument("--out", type=Path, default=Path("exports"))
     exp.add_argument("--opset", type=int, default=17)
+    pub = sub.add_parser("publish", help="a card for weights one of our recipes trained (a run folder)")
+    pub.set_defaults(run=publish_run)
+    pub.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    pub.add_argument("--id", required=True, dest="card_id", help="the card id (zoo:<id>)")
+    pub.add_argument("--record", type=Path, help="the run's result record (default: found under results/records "
+                                                 "by run name and recipe hash)")
+    pub.add_argument("--description", help="default: recipe, variant, seed, epochs, commit")
+    pub.add_argument("--max-mb", type=float, default=MAX_WEIGHTS_MB,
+                     help=f"refuse weights files larger than this (default {MAX_WEIGHTS_MB:g} MB: they are committed)")
     return p.parse_args(argv)
 
 
@@ -78,6 +97,31 @@ def measure(args: argparse.Namespace) -> None:
     for label, top1 in rows:
         print(f"{label:32s} top-1 {top1:6.2f}%")
     print(f"wrote {zoo.write_card(card)}: {card.eval_note}")
+
+
+def publish_run(args: argparse.Namespace) -> None:
+    record = args.record or find_record(args.run_dir)
+    weights = weights_dir() / f"{args.card_id}.safetensors"
+    before = weights.read_bytes() if weights.is_file() else None
+    done = publish(args.run_dir, args.card_id, record, description=args.description, max_mb=args.max_mb)
+    try:   # THE evaluation pipeline, as evaluate.py zoo:<id> runs it: that command reproduces these numbers
+        report = evaluate_card(done.card)
+    except BaseException:
+        if before is None:   # nothing half-published stays behind
+            weights.unlink(missing_ok=True)
+        else:
+            weights.write_bytes(before)
+        raise
+    card = zoo.with_metrics(done.card, report, hardware=hardware_description(torch.device("cpu")),
+                            command=" ".join(["python zoo.py", *sys.argv[1:]]), date=time.strftime("%Y-%m-%d"))
+    print(f"wrote {done.weights} ({done.weights.stat().st_size / 1e6:.2f} MB, {done.stored_tensors} of "
+          f"{done.total_tensors} tensors{', the rest from ' + card.base if card.base else ''}; sha256 "
+          f"{card.weights.sha256[:12]})")
+    print(f"wrote {zoo.write_card(card)}: {card.dataset.split} top-1 {card.metrics.top1:.2f}% on "
+          f"{card.metrics.samples} images (python evaluate.py zoo:{card.id} reproduces it)")
+    print(f"wrote {write_readme()}")
+    if zoo.zoo_dir().resolve() == (zoo.ROOT / "zoo").resolve():   # the repository's zoo: its tables link the card
+        print(f"wrote {write_results()}")
 
 
 def readme(args: argparse.Namespace) -> None:

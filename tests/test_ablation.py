@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 
 from trainkit.report.ablation import Step, StepResult, cumulative, markdown_table, parse_step
 from trainkit.config.schema import RecipeError
+from trainkit.report.records import read_records
+from trainkit.report.results import results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +58,28 @@ def test_ablation_runs_each_cumulative_step_per_seed(image_folder, tmp_path):
     assert "| 0 | baseline |" in table and "| 1 | mix | `mixup.mixup_alpha=0.2` |" in table
     assert table.count("2/2") == 2
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["00-s0", "00-s1", "01-s0", "01-s1"]
+
+    # the same command with --records reuses the finished runs (no training) and writes one record per run
+    records = tmp_path / "records"
+    proc = subprocess.run([sys.executable, "ablate.py", "recipes/cifar10_resnet20.yaml", *base,
+                           "--step", "mix: mixup.mixup_alpha=0.2", "--seeds", "0", "1", "--out", str(out),
+                           "--runs-dir", str(tmp_path / "runs"), "--records", str(records), "--name", "tiny"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("(reused run)") == 4
+    files = sorted(p.relative_to(records).as_posix() for p in records.rglob("*.json"))
+    folder = Path(image_folder).name
+    assert files == [f"{folder}/ablation-tiny/{n}.json" for n in ("00-baseline-seed0", "00-baseline-seed1",
+                                                                  "01-mix-seed0", "01-mix-seed1")]
+    rows = read_records(records)
+    md = results_markdown(rows, {})
+    val = {(r["ablation"]["step"], r["seed"]): r["val_top1"] for r in rows}
+    mix = statistics.fmean([val[1, 0], val[1, 1]])
+    assert "### tiny" in md and f"| 1 | mix | `mixup.mixup_alpha=0.2` | {mix:.2f} ± " in md
+    assert all(r["variant"].get("mixup.mixup_alpha") == 0.2 for r in rows if r["ablation"]["step"] == 1)
+
+    # a folder of another recipe's run is not silently reused
+    proc = subprocess.run([sys.executable, "ablate.py", "recipes/cifar10_resnet20.yaml", *base, "optim.lr=0.05",
+                           "--seeds", "0", "--out", str(out), "--runs-dir", str(tmp_path / "runs")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "a finished run of another recipe" in proc.stderr

@@ -192,8 +192,9 @@ def ungrouped(records: list[dict]) -> list[dict]:
 
 # ---- the record -----------------------------------------------------------------------------------------------
 
-class RecordError(TableError):
-    """A user-facing problem with a run folder or a record file; one line."""
+class RecordError(TableError, RecipeError):
+    """A user-facing problem with a run folder or a record file; one line (compare.py's TableError, and a
+    RecipeError for the entry points that print RecipeErrors as one line: zoo.py, ablate.py)."""
 
 
 # summary keys a record keeps as they are (the table's columns read them under these names)
@@ -244,7 +245,11 @@ def record_from_run(run_dir: Path, *, variant_name: str | None = None, ablation:
     if recipe_file_values(recipe, {}) is None:
         raise RecordError(f"{run_dir}: its recipe file {recipe or '(none)'} is not readable from {ROOT}, so its "
                           f"variant (the keys it changed) cannot be told; records are of shipped recipes")
-    return to_record(annotate([summary])[0], config, variant_name=variant_name, ablation=ablation)
+    annotated = annotate([summary])[0]
+    if variant_name and not annotated["variant"]:
+        raise RecordError(f"{run_dir}: --variant {variant_name}: this run changed none of {recipe}'s keys; it is the "
+                          f"recipe as shipped, not a variant")
+    return to_record(annotated, config, variant_name=variant_name, ablation=ablation)
 
 
 def records_from_runs(paths: Iterable[str | Path]) -> list[dict]:

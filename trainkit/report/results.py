@@ -19,7 +19,7 @@ import yaml
 
 from trainkit.report import imbalance
 from trainkit.report.ablation import Step, StepResult, markdown_table
-from trainkit.report.records import RecordError, group_records, record_name
+from trainkit.report.records import RECORDS_DIR, RecordError, group_records, read_records, record_name
 from trainkit.report.table import MISSING, format_duration, format_mean_std, format_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +169,30 @@ def recipes_with_rows(records: list[dict]) -> set[str]:
     return {Path(str(r.get("recipe"))).stem for r in records if not r.get("ablation")}
 
 
+def card_links(records_root: Path, zoo: Path = ROOT / "zoo") -> dict[str, list[str]]:
+    """Record file (relative to ``records_root``) -> ids of the zoo cards whose ``source.record`` names it.
+    The cards are read as plain YAML: the report layer sits below the zoo."""
+    links: dict[str, list[str]] = {}
+    root = Path(records_root).resolve()
+    for card in sorted(Path(zoo).glob("*.yaml")):
+        record = ((yaml.safe_load(card.read_text()) or {}).get("source") or {}).get("record")
+        if record:   # relative to the repository root (or absolute, for a private zoo)
+            path = (ROOT / record).resolve()
+            links.setdefault(path.relative_to(root).as_posix() if path.is_relative_to(root) else record,
+                             []).append(card.stem)
+    return links
+
+
+def results_text(records_root: Path = RECORDS_DIR, notes: Path = NOT_RUN, zoo: Path = ROOT / "zoo") -> str:
+    """RESULTS.md as the committed records, notes and zoo cards generate it."""
+    return results_markdown(read_records(records_root), read_notes(notes), card_links(records_root, zoo))
+
+
+def write_results(path: Path = RESULTS_MD) -> Path:
+    path.write_text(results_text())
+    return path
+
+
 def read_notes(path: Path = NOT_RUN) -> dict[str, str]:
     """``results/not_run.yaml``: recipe stem -> why it has no record (or no full-schedule record)."""
     try:
@@ -185,4 +209,5 @@ def uncovered(recipe_stems: list[str], records: list[dict], notes: dict[str, str
     return sorted(set(recipe_stems) - recipes_with_rows(records) - set(notes))
 
 
-__all__ = ["COMMAND", "NOT_RUN", "RESULTS_MD", "anchor", "read_notes", "results_markdown", "uncovered"]
+__all__ = ["COMMAND", "NOT_RUN", "RESULTS_MD", "anchor", "card_links", "read_notes", "results_markdown",
+           "results_text", "uncovered", "write_results"]

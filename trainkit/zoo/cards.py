@@ -56,6 +56,8 @@ class Provenance:
     """Who made the weights: our recipe, or a third party with its license."""
     recipe: str | None = None             # recipes/<name>.yaml that trained the weights
     recipe_hash: str | None = None        # trainkit.config.recipe.recipe_hash of that run's resolved recipe
+    record: str | None = None             # results/records/...json: the result record of the run (recipes/RESULTS.md)
+    commit: str | None = None             # git commit the run trained at
     third_party: str | None = None        # URL of the foreign project
     license: str | None = None
     key_map: KeyMapCfg = field(default_factory=KeyMapCfg)   # how the file's tensor names become ours
@@ -103,6 +105,10 @@ class ModelCard:
     id: str = ""                          # = the file name without .yaml; zoo:<id>
     description: str = ""
     architecture: str = ""                # model.name
+    kwargs: dict = field(default_factory=dict)   # model.kwargs of the recipe (timm.create_model keyword arguments)
+    # zoo:<id> whose weights the file overlays: the file then holds only the tensors that differ from them
+    # (a linear probe's classifier); null: the file holds every tensor
+    base: str | None = None
     num_classes: int = 0
     in_chans: int = 3
     classes: list[str] = field(default_factory=list)   # output order: names, or ids such as ImageNet synsets

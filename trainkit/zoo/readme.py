@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from trainkit.report.results import anchor
 from trainkit.report.table import format_params
-from trainkit.zoo.cards import ModelCard, card_ids, load_card, zoo_dir
+from trainkit.zoo.cards import ROOT, ModelCard, card_ids, load_card, zoo_dir
 
 README_HEADER = """# Model zoo
 
 Generated from the model cards in this folder by `python zoo.py readme`; do not edit by hand.
-Every number below was measured by `python evaluate.py zoo:<id> --update-card` on the split named
+Every number below was measured through the evaluation pipeline (`python evaluate.py zoo:<id> --update-card`,
+or `python zoo.py publish`, which runs the same code) on the split named
 in the card (the command and hardware are in each card). Load any model with
 `model.pretrained: zoo:<id>` in a recipe, or `trainkit.models.hub.resolve("zoo:<id>")`.
+Cards for weights our own recipes trained (`python zoo.py publish RUN_DIR --id ID`) link the row of
+[recipes/RESULTS.md](../recipes/RESULTS.md) their run belongs to; their weights are committed in
+`weights/` (safetensors, at most 5 MB each, sha256 on the card).
 """
 
 
@@ -27,6 +33,10 @@ def readme_markdown(cards: list[ModelCard]) -> str:
             return f"[{Path(s.recipe).name}](../{s.recipe})" + (f" `{s.recipe_hash}`" if s.recipe_hash else "")
         return f"[{s.third_party.removeprefix('https://github.com/')}]({s.third_party}) ({s.license})"
 
+    def results_row(card: ModelCard) -> str:
+        return "-" if not card.source.record else f"[{result_anchor(card.source.record)}]" \
+            f"(../recipes/RESULTS.md#{result_anchor(card.source.record)})"
+
     lines = [README_HEADER]
     for dataset in sorted({c.dataset.name for c in cards}):
         rows = sorted((c for c in cards if c.dataset.name == dataset), key=lambda c: -(c.metrics.top1 or -1))
@@ -34,13 +44,21 @@ def readme_markdown(cards: list[ModelCard]) -> str:
         restricted = any(c.metrics.top1_restricted is not None for c in rows)
         extra = (" top-1 over all classes | top-5 over all classes | top-1, logits restricted to the data set's "
                  "classes |", "---:|---:|---:|") if restricted else (" top-1 | top-5 |", "---:|---:|")
-        lines += [f"## {dataset}", "", f"| model | architecture | recipe / source | params | split |{extra[0]}",
-                  f"|---|---|---|---:|---|{extra[1]}"]
-        lines += [f"| [{c.id}]({c.id}.yaml) | {c.architecture} | {source(c)} | {format_params(c.params)} | "
-                  f"{c.dataset.split} | {pct(c.metrics.top1)} | {pct(c.metrics.top5)} |"
+        lines += [f"## {dataset}", "", f"| model | architecture | recipe / source | results row | params | split |"
+                                       f"{extra[0]}", f"|---|---|---|---|---:|---|{extra[1]}"]
+        lines += [f"| [{c.id}]({c.id}.yaml) | {c.architecture} | {source(c)} | {results_row(c)} | "
+                  f"{format_params(c.params)} | {c.dataset.split} | {pct(c.metrics.top1)} | {pct(c.metrics.top5)} |"
                   + (f" {pct(c.metrics.top1_restricted)} |" if restricted else "") for c in rows]
         lines.append("")
     return "\n".join(lines)
+
+
+def result_anchor(record: str) -> str:
+    """The RESULTS.md row (its anchor) of the result record a card names; the record's file name when it is gone."""
+    try:
+        return anchor(json.loads((ROOT / record).read_text()))
+    except (OSError, ValueError, KeyError):
+        return Path(record).stem
 
 
 def write_readme() -> Path:
