@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from trainkit.report.records import RECORDS_DIR, read_records
-from trainkit.report.results import NOT_RUN, RESULTS_MD, read_notes, results_text, uncovered
+from trainkit.report.results import (NOT_RUN, RESULTS_MD, read_notes, recipe_changed, results_markdown, results_text,
+                                     uncovered)
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -91,10 +92,15 @@ def test_tiny_runs_become_records_and_a_results_table(tiny_runs, tmp_path):
     assert "only the tiny variant ran here" in md
     done = cli("compare.py", "results", "--records", records_root, "--notes", notes, "--out", out, "--check")
     assert done.returncode == 0, done.stdout
+    assert "†" not in md and not any(recipe_changed(r) for r in records)   # the command gives the run's hash
     records[0]["top1"] = 99.99   # a changed record makes the committed table stale
     files[0].write_text(json.dumps(records[0]))
     done = cli("compare.py", "results", "--records", records_root, "--notes", notes, "--out", out, "--check")
     assert done.returncode == 1 and "stale" in done.stdout
+    records[1]["recipe_hash"] = "0" * 12   # as if the recipe file had changed since the run
+    files[1].write_text(json.dumps(records[1]))
+    md = results_markdown(read_records(records_root), {})
+    assert "quickstart (tiny)](../recipes/quickstart.yaml) †" in md and "the recipe file changed" in md
 
 
 def test_a_folder_that_is_not_a_finished_run_is_one_line(tmp_path):

@@ -12,11 +12,14 @@ are listed with the reason from ``results/not_run.yaml``. ``compare.py results``
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainkit.config.recipe import load_recipe, recipe_hash
+from trainkit.config.schema import RecipeError
 from trainkit.report import imbalance
 from trainkit.report.ablation import Step, StepResult, markdown_table
 from trainkit.report.records import RECORDS_DIR, RecordError, group_records, read_records, record_name
@@ -57,6 +60,17 @@ def anchor(row: dict) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", f"{row.get('dataset_id')}-{name}".lower())
 
 
+def recipe_changed(record: dict) -> bool:
+    """Whether the recipe file changed since the run: its command (the recipe file, the run's overrides and seed)
+    no longer gives the hash the run trained with. A recipe that no longer loads counts as changed."""
+    try:
+        words = shlex.split(str(record.get("command") or ""))
+        now = recipe_hash(load_recipe(ROOT / words[2], words[3:]))
+    except (RecipeError, IndexError, ValueError, OSError):
+        return True
+    return now != record.get("recipe_hash")
+
+
 def row_label(row: dict) -> str:
     return f"{Path(str(row.get('recipe'))).stem}" + (f" ({row['variant_name']})" if row.get("variant_name") else "")
 
@@ -86,7 +100,8 @@ def section_table(rows: list[dict], cards: dict[str, list[str]]) -> list[str]:
              "| " + " | ".join("---:" if c in ("epochs", "n", "top-1", "bal. acc", "top-5", "train time", "img/s")
                                else "---" for c in COLUMNS) + " |"]
     for row in rows:
-        recipe = f"<a id=\"{anchor(row)}\"></a>[{row_label(row)}](../{row.get('recipe')})"
+        changed = " †" if any(recipe_changed(m) for m in row["members"]) else ""
+        recipe = f"<a id=\"{anchor(row)}\"></a>[{row_label(row)}](../{row.get('recipe')}){changed}"
         cells = [recipe, variant_cell(row), str(row.get("model") or MISSING), str(row.get("epochs") or MISSING),
                  format_split(row), str(row["n"]), format_mean_std(row, "top1"),
                  format_mean_std(row, "balanced_accuracy"), _fixed(row.get("top5"), 2),
@@ -104,6 +119,9 @@ def dataset_section(dataset: str, records: list[dict], cards: dict[str, list[str
                              str(r.get("recipe")), str(r.get("variant_text"))))
     names = sorted({str(r.get("dataset")) for r in records if r.get("dataset")})
     lines = [f"## {dataset}", "", f"Data: {'; '.join(names) or MISSING}.", "", *section_table(rows, cards)]
+    if any(recipe_changed(r) for r in records):
+        lines += ["", "†: the recipe file changed after these runs (their `command` no longer gives the recipe hash "
+                      "they trained with); run them again."]
     if all(r.get("train_class_counts") and (r.get("setup") or {}).get("imbalance") for r in records):
         lines += ["", f"### {dataset}: per-method imbalance table", "", imbalance.to_markdown(records).rstrip()]
     return lines
