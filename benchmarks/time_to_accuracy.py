@@ -77,8 +77,9 @@ def ours_cmd(data: Path, out: Path, budget_minutes: float) -> list[str]:
 
 
 def timm_cmd(timm_dir: Path, data: Path, out: Path, epochs: int, workers: int, precision: str) -> list[str]:
-    """Its own schedule for ResNet-20 (SGD + nesterov lr 0.1 at batch 128, cosine, one warm-up
-    epoch, its default label smoothing 0.1); augmentation as in the train section (RandomResizedCrop
+    """Its own schedule for ResNet-20 (SGD + nesterov lr 0.1 at batch 128, cosine, no warm-up: timm
+    steps the lr per epoch, so a warm-up epoch runs whole at --warmup-lr 1e-5 and is lost; its default
+    label smoothing 0.1); augmentation as in the train section (RandomResizedCrop
     scale 0.64-1 + flip, no colour jitter); every epoch's checkpoint kept."""
     amp = ["--amp", "--amp-dtype", "bfloat16"] if precision == "bf16" else []
     return [PY, str(ROOT / "benchmarks" / "timm_train.py"), "--timm-dir", str(timm_dir), "--",
@@ -87,7 +88,7 @@ def timm_cmd(timm_dir: Path, data: Path, out: Path, epochs: int, workers: int, p
             "--mean", "0.485", "0.456", "0.406", "--std", "0.229", "0.224", "0.225",
             "--scale", "0.64", "1.0", "--hflip", "0.5", "--color-jitter", "0", "--train-interpolation", "bilinear",
             "-b", "128", "--epochs", str(epochs), "--opt", "sgd", "--lr", "0.1", "--momentum", "0.9",
-            "--weight-decay", "5e-4", "--sched", "cosine", "--warmup-epochs", "1", "--device", "cpu",
+            "--weight-decay", "5e-4", "--sched", "cosine", "--warmup-epochs", "0", "--device", "cpu",
             *amp, "--channels-last", "-j", str(workers), "--log-interval", "50", "--checkpoint-hist", str(epochs + 1),
             "--output", str(out), "--experiment", "timm", "--seed", "0"]
 
