@@ -12,7 +12,7 @@ from trainkit.config.recipe import load_recipe, recipe_hash
 from trainkit.config.schema import RecipeError
 from trainkit.runtime.checkpoint import load_checkpoint
 from trainkit.train import trainer as trainer_module
-from trainkit.train.budget import Costs, epochs_within, estimate_s, validations
+from trainkit.train.budget import Costs, epochs_within, estimate_s, least_epochs, validations
 
 
 def test_epochs_within_takes_the_most_that_fit_counting_validations():
@@ -25,6 +25,15 @@ def test_epochs_within_takes_the_most_that_fit_counting_validations():
     assert estimate_s(7, costs, 3) == 570
     assert epochs_within(600, costs, cap=5, eval_every=1) == 5          # schedule.epochs is the cap
     assert epochs_within(100, costs, cap=5, eval_every=1) == 1          # not even one fits: one, with a warning
+
+
+def test_a_budget_never_decides_fewer_epochs_than_the_warmup_needs():
+    # warmup_epochs < epochs is the recipe's own rule; a budget of 1 epoch with a 1-epoch warmup would
+    # leave an lr that only rises and never decays
+    assert [least_epochs(w) for w in (0, 0.5, 1, 2.5)] == [1, 1, 2, 3]
+    costs = Costs(spent_s=100, epoch_s=60, val_s=10, final_s=20)
+    assert epochs_within(100, costs, cap=5, eval_every=1, least=2) == 2
+    assert epochs_within(600, costs, cap=50, eval_every=1, least=2) == 6   # more fit: the floor changes nothing
 
 
 def test_budget_minutes_is_checked_and_enters_the_hash_only_when_set():
@@ -84,3 +93,18 @@ def test_decision_is_recorded_laid_out_and_reused_on_resume(image_folder, tmp_pa
     assert [r["epoch"] for r in rows] == [1, 2, 2]
     assert load_checkpoint(run_dir / "last.pt")["train_step"]["scheduler"]["step"] == 2 * plan["steps_per_epoch"]
     assert StubClock.calls == 1   # never re-decided
+
+
+def test_a_short_budget_with_warmup_still_decays_the_lr(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "bare_step_rate", lambda *a, **k: 3.0)
+    monkeypatch.setattr(trainer_module, "process_seconds", lambda: 10.0)
+    # one epoch (about 12 s at 3 img/s) fits 0.4 min, but the 1-epoch warmup needs a second one to decay
+    args = ["recipes/cifar10_resnet20.yaml", f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16",
+            "train.global_batch=6", "train.precision=fp32", "schedule.epochs=4", "schedule.warmup_epochs=1",
+            "schedule.budget_minutes=0.4", "runtime.workers=0", "runtime.threads=1", f"runtime.out_dir={tmp_path}",
+            "runtime.run_name=r"]
+    assert run_entry("train.py", args, monkeypatch) == 0
+    plan = json.loads((tmp_path / "r" / "plan.json").read_text())
+    assert plan["epochs"] == plan["budget"]["epochs"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_lr"] == pytest.approx(0.0, abs=1e-9)   # warmed up over epoch 1, decayed over epoch 2

@@ -23,6 +23,7 @@ re-decides: its schedule must not move. Under DDP rank 0 decides and every rank 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 
 from trainkit.runtime.distributed import broadcast_from_main
@@ -54,10 +55,16 @@ def estimate_s(epochs: int, costs: Costs, eval_every: int) -> float:
     return costs.spent_s + epochs * costs.epoch_s + validations(epochs, eval_every) * costs.val_s + costs.final_s
 
 
-def epochs_within(budget_s: float, costs: Costs, *, cap: int, eval_every: int) -> int:
-    """The most epochs (1..cap) whose estimate fits ``budget_s``; 1 when not even one fits."""
-    fits = [n for n in range(1, cap + 1) if estimate_s(n, costs, eval_every) <= budget_s]
-    return max(fits, default=1)
+def epochs_within(budget_s: float, costs: Costs, *, cap: int, eval_every: int, least: int = 1) -> int:
+    """The most epochs (least..cap) whose estimate fits ``budget_s``; ``least`` when not even that many fit."""
+    fits = [n for n in range(least, cap + 1) if estimate_s(n, costs, eval_every) <= budget_s]
+    return max(fits, default=least)
+
+
+def least_epochs(warmup_epochs: float) -> int:
+    """The fewest epochs a schedule with ``warmup_epochs`` may run: more than its warmup (the recipe check's
+    ``warmup_epochs < epochs``), else the whole run would be warmup and the lr would never decay."""
+    return math.floor(warmup_epochs) + 1
 
 
 def costs_for(plan, *, spent_s: float, step_img_per_s: float, decode_s_per_image: float) -> Costs:
@@ -71,16 +78,16 @@ def costs_for(plan, *, spent_s: float, step_img_per_s: float, decode_s_per_image
 
 
 def decide(budget_minutes: float, plan, costs: Costs, *, cap: int, eval_every: int,
-           step_img_per_s: float) -> dict:
-    """The budget decision as recorded in plan.json (``Plan.budget``)."""
-    epochs = epochs_within(budget_minutes * 60, costs, cap=cap, eval_every=eval_every)
+           step_img_per_s: float, least: int = 1) -> dict:
+    """The budget decision as recorded in plan.json (``Plan.budget``); ``least``: :func:`least_epochs`."""
+    epochs = epochs_within(budget_minutes * 60, costs, cap=cap, eval_every=eval_every, least=least)
     record = {"minutes": budget_minutes, "epochs": epochs, "cap_epochs": cap, "source": "estimate",
               "estimate_s": round(estimate_s(epochs, costs, eval_every), 1), "step_img_per_s": round(step_img_per_s, 1),
               "loop_efficiency": LOOP_EFFICIENCY, "eval_speedup": EVAL_SPEEDUP,
               **{k: round(v, 2) for k, v in asdict(costs).items()}}
     if estimate_s(epochs, costs, eval_every) > budget_minutes * 60:
-        log.warning("budget: %g min is too short for even one epoch (estimate %.0f s); running 1",
-                    budget_minutes, record["estimate_s"])
+        log.warning("budget: %g min is too short for even %d epoch(s), the fewest the schedule allows (estimate "
+                    "%.0f s); running %d", budget_minutes, epochs, record["estimate_s"], epochs)
     return record
 
 
@@ -94,15 +101,16 @@ def budget_line(record: dict) -> str:
 
 
 def decide_for_run(budget_minutes: float, plan, *, spent_s, step_rate, decode_s_per_image: float, cap: int,
-                   eval_every: int, is_main: bool) -> dict:
+                   eval_every: int, is_main: bool, least: int = 1) -> dict:
     """``decide`` on rank 0 (``spent_s()`` and ``step_rate()`` are called there only); every rank gets its record."""
     record = None
     if is_main:
         rate = step_rate()
         costs = costs_for(plan, spent_s=spent_s(), step_img_per_s=rate, decode_s_per_image=decode_s_per_image)
-        record = decide(budget_minutes, plan, costs, cap=cap, eval_every=eval_every, step_img_per_s=rate)
+        record = decide(budget_minutes, plan, costs, cap=cap, eval_every=eval_every, step_img_per_s=rate,
+                        least=least)
     return broadcast_from_main(record)
 
 
-__all__ = ["Costs", "LOOP_EFFICIENCY", "EVAL_SPEEDUP", "validations", "estimate_s", "epochs_within", "costs_for",
-           "decide", "decide_for_run", "budget_line"]
+__all__ = ["Costs", "LOOP_EFFICIENCY", "EVAL_SPEEDUP", "validations", "estimate_s", "epochs_within", "least_epochs",
+           "costs_for", "decide", "decide_for_run", "budget_line"]

@@ -214,7 +214,8 @@ class Trainer:
                                   probed=plan.numerics_probe)
         return budget.decide_for_run(rec.schedule.budget_minutes, plan, spent_s=process_seconds, step_rate=step_rate,
                                      decode_s_per_image=decode_s_per_image, cap=rec.schedule.epochs,
-                                     eval_every=rec.train.eval_every_epochs, is_main=self.dist.is_main)
+                                     eval_every=rec.train.eval_every_epochs, is_main=self.dist.is_main,
+                                     least=budget.least_epochs(rec.schedule.warmup_epochs))
 
     # ------------------------------------------------------------ state
 
