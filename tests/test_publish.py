@@ -122,6 +122,16 @@ def test_third_party_cards_and_bad_ids_are_refused(tiny_run, published, private_
         publish(tiny_run, "Bad Id", published["record"])
 
 
+def test_an_unreadable_record_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINKIT_ZOO", str(tmp_path / "zoo"))
+    with pytest.raises(RecipeError, match=r"missing\.json: unreadable record"):
+        publish(tmp_path, "some_card", tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text('{"top1": 1.0}')
+    with pytest.raises(RecipeError, match=r"other\.json: not a result record"):
+        publish(tmp_path, "some_card", tmp_path / "other.json")
+    assert not (tmp_path / "zoo").exists()
+
+
 def test_a_run_without_a_committed_record_is_refused(tiny_run, published, tmp_path):
     (tmp_path / "records").mkdir()
     with pytest.raises(RecipeError, match="compare.py record"):

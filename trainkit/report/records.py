@@ -354,18 +354,24 @@ def read_records(root: Path = RECORDS_DIR) -> list[dict]:
         raise RecordError(f"{root}: no such records folder")
     records = []
     for file in sorted(root.rglob("*.json")):
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RecordError(f"{file}: unreadable record ({' '.join(str(err).split())})") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise RecordError(f"{file}: not a result record of schema {SCHEMA} (schema {data.get('schema')!r})"
-                              if isinstance(data, dict) else f"{file}: not a JSON object")
+        data = read_record(file)
         data["record_file"] = file.relative_to(root).as_posix()
         records.append(data)
     return records
 
 
+def read_record(file: Path) -> dict:
+    """One record file; one-line RecordError naming the file when it is unreadable or not a record."""
+    try:
+        data = json.loads(Path(file).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordError(f"{file}: unreadable record ({' '.join(str(err).split())})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise RecordError(f"{file}: not a result record of schema {SCHEMA} (schema {data.get('schema')!r})"
+                          if isinstance(data, dict) else f"{file}: not a JSON object")
+    return data
+
+
 __all__ = ["METRICS", "RECORDS_DIR", "RecordError", "annotate", "dataset_id", "flatten", "group_records",
-           "read_records", "record_from_run", "records_from_runs", "record_name", "record_path", "to_record",
+           "read_record", "read_records", "record_from_run", "records_from_runs", "record_name", "record_path", "to_record",
            "ungrouped", "variant_text", "write_record"]

@@ -26,7 +26,7 @@ from trainkit.config.recipe import parse_recipe
 from trainkit.config.schema import RecipeError
 from trainkit.models.build import count_params, create_model
 from trainkit.models.hub import LoadedModel, load_pretrained, resolve
-from trainkit.report.records import RECORDS_DIR, read_records, record_from_run
+from trainkit.report.records import RECORDS_DIR, read_record, read_records, record_from_run
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.zoo.cards import (ID_RE, ROOT, DatasetRef, ModelCard, Provenance, WeightsRef, card_path, load_card,
                                  zoo_dir)
@@ -76,7 +76,7 @@ def publish(run_dir: Path, card_id: str, record_file: Path, *, description: str 
         raise RecipeError(f"--id {card_id!r}: lowercase letters, digits, '_', '.' and '-' only")
     if card_path(card_id).is_file() and not load_card(card_id).source.recipe:
         raise RecipeError(f"--id {card_id}: zoo/{card_id}.yaml is a card of third-party weights; choose another id")
-    record = json.loads(Path(record_file).read_text())
+    record = read_record(record_file)   # a missing or foreign --record: one line, before anything is written
     loaded = resolve(str(run_dir), weights="auto")
     recipe = parse_recipe(yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text()))
     if record.get("recipe_hash") != loaded.info.get("recipe_hash"):
