@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -23,7 +22,7 @@ from trainkit.config.schema import RecipeError
 from trainkit.report import imbalance
 from trainkit.report.ablation import Step, StepResult, markdown_table
 from trainkit.report.records import RECORDS_DIR, RecordError, group_records, read_records, record_name
-from trainkit.report.table import MISSING, format_duration, format_mean_std, format_split
+from trainkit.report.table import MISSING, _fixed, format_duration, format_mean_std, format_split
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_MD = ROOT / "recipes" / "RESULTS.md"
@@ -82,10 +81,6 @@ def variant_cell(row: dict) -> str:
     return f"`{text}`" if text else "as recipe"
 
 
-def _fixed(value: Any, digits: int) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else MISSING
-
-
 def card_cell(row: dict, cards: dict[str, list[str]]) -> str:
     ids = sorted({i for m in row["members"] for i in cards.get(m["record_file"], [])})
     return ", ".join(f"[{i}](../zoo/{i}.yaml)" for i in ids) or MISSING
@@ -104,8 +99,8 @@ def section_table(rows: list[dict], cards: dict[str, list[str]]) -> list[str]:
         recipe = f"<a id=\"{anchor(row)}\"></a>[{row_label(row)}](../{row.get('recipe')}){changed}"
         cells = [recipe, variant_cell(row), str(row.get("model") or MISSING), str(row.get("epochs") or MISSING),
                  format_split(row), str(row["n"]), format_mean_std(row, "top1"),
-                 format_mean_std(row, "balanced_accuracy"), _fixed(row.get("top5"), 2),
-                 format_duration(row.get("train_time_s")), _fixed(row.get("img_per_s"), 0),
+                 format_mean_std(row, "balanced_accuracy"), _fixed(2)(row.get("top5")),
+                 format_duration(row.get("train_time_s")), _fixed(0)(row.get("img_per_s")),
                  str(row.get("hardware") or MISSING), card_cell(row, cards)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
