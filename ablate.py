@@ -64,12 +64,18 @@ def check_steps(recipe_path: str, plan: list) -> None:
                               "data.holdout_fraction > 0")
 
 
-def check_reused(summary: Path, expected_hash: str) -> None:
-    """A finished run in --runs-dir is reused only when it trained exactly this step's recipe."""
-    found = json.loads(summary.read_text()).get("recipe_hash")
+def check_reused(summary: Path, expected_hash: str) -> dict:
+    """The summary of a finished run in --runs-dir, reused only when it trained exactly this step's recipe."""
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:   # a half-written or foreign file
+        raise RecipeError(f"{summary}: unreadable ({' '.join(str(err).split())}); remove that run folder or give "
+                          "another --runs-dir") from None
+    found = data.get("recipe_hash") if isinstance(data, dict) else None
     if found != expected_hash:
         raise RecipeError(f"{summary.parent}: a finished run of another recipe (hash {found}, this step's is "
                           f"{expected_hash}); give another --runs-dir or remove it")
+    return data
 
 
 @one_line_errors
@@ -86,10 +92,10 @@ def main() -> int:
         for seed in args.seeds:
             name = f"{i:02d}-s{seed}"
             done = runs_dir / name / "summary.json"
-            if done.is_file():
-                check_reused(done, recipe_hash(load_recipe(args.recipe, [*overrides, f"train.seed={seed}"])))
+            reused = check_reused(done, recipe_hash(load_recipe(args.recipe, [*overrides, f"train.seed={seed}"]))) \
+                if done.is_file() else None
             try:   # a finished run (an earlier ablation's folder) is reused; its wall time is not known
-                summary, wall = (json.loads(done.read_text()), None) if done.is_file() else \
+                summary, wall = (reused, None) if reused is not None else \
                     train_once(args.recipe, overrides, seed, runs_dir, name)
             except RunFailed as err:
                 result.failed.append(str(err))

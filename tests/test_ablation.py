@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import subprocess
 import sys
@@ -83,3 +84,18 @@ def test_ablation_runs_each_cumulative_step_per_seed(image_folder, tmp_path):
                            "--seeds", "0", "--out", str(out), "--runs-dir", str(tmp_path / "runs")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "a finished run of another recipe" in proc.stderr
+
+
+def test_an_unreadable_finished_run_is_one_line(tmp_path):
+    spec = importlib.util.spec_from_file_location("entry_ablate", ROOT / "ablate.py")
+    ablate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablate)
+    summary = tmp_path / "00-s0" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text('{"recipe_hash": "abc"')   # cut short, as by a crash mid-write
+    with pytest.raises(RecipeError, match=r"00-s0/summary.json: unreadable"):
+        ablate.check_reused(summary, "abc")
+    summary.write_text('{"recipe_hash": "abc"}')
+    assert ablate.check_reused(summary, "abc") == {"recipe_hash": "abc"}
+    with pytest.raises(RecipeError, match="a finished run of another recipe"):
+        ablate.check_reused(summary, "def")
