@@ -117,3 +117,15 @@ def test_a_run_of_an_unknown_recipe_file_is_refused(tiny_runs, tmp_path):
     (run / "recipe.yaml").write_text((tiny_runs[0] / "recipe.yaml").read_text())
     done = cli("compare.py", "record", run, "--out", tmp_path / "records")
     assert done.returncode == 2 and "recipes/gone.yaml" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_long_tailed_runs_of_two_schedules_get_two_imbalance_tables():
+    """As imbalance_table.py: runs of another length are not pooled into one row per method."""
+    lt = [r for r in read_records(RECORDS_DIR) if r["dataset_id"] == "cifar10-jpeg-lt" and not r.get("ablation")]
+    if not lt:
+        pytest.skip("no committed CIFAR-10-LT records")
+    longer = [{**r, "top1": 0.0, "balanced_accuracy": 0.0, "record_file": "x/" + r["record_file"],
+               "setup": {**r["setup"], "schedule": {**r["setup"]["schedule"], "epochs": 200}}} for r in lt]
+    md = results_markdown(lt + longer, {})
+    assert md.count("Schedule (all rows): 200 epochs") == 1
+    assert md.count("Schedule (all rows): ") == 2

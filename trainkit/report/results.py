@@ -118,7 +118,7 @@ def dataset_section(dataset: str, records: list[dict], cards: dict[str, list[str
         lines += ["", "†: the recipe file changed after these runs (their `command` no longer gives the recipe hash "
                       "they trained with); run them again."]
     if all(r.get("train_class_counts") and (r.get("setup") or {}).get("imbalance") for r in records):
-        lines += ["", f"### {dataset}: per-method imbalance table", "", imbalance.to_markdown(records).rstrip()]
+        lines += ["", f"### {dataset}: per-method imbalance table", "", imbalance.tables_markdown(records).rstrip()]
     return lines
 
 
