@@ -113,6 +113,15 @@ def test_weights_over_the_limit_are_refused_and_nothing_is_written(tiny_run, pub
     assert not (private_zoo / "weights" / "too_big.safetensors").exists()
 
 
+def test_a_card_the_schema_refuses_writes_no_weights(tiny_run, published, private_zoo, monkeypatch):
+    def refuse(card, key):
+        raise RecipeError("refused")
+    monkeypatch.setattr(zoo.ModelCard, "check", refuse)
+    with pytest.raises(RecipeError, match="refused"):
+        publish(tiny_run, "refused_card", published["record"])
+    assert not (private_zoo / "weights" / "refused_card.safetensors").exists()
+
+
 def test_third_party_cards_and_bad_ids_are_refused(tiny_run, published, private_zoo):
     before = (private_zoo / "cifar10_resnet20.yaml").read_text()
     with pytest.raises(RecipeError, match="third-party"):

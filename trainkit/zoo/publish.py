@@ -94,8 +94,6 @@ def publish(run_dir: Path, card_id: str, record_file: Path, *, description: str 
         raise CheckpointError(f"{run_dir}: its weights are {len(blob) / 1e6:.1f} MB, over the {max_mb:g} MB limit for "
                               f"weights committed to the repository; publish them behind a url instead")
     path = weights_dir() / f"{card_id}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(blob)
     card = ModelCard(
         id=card_id, description=description or default_description(record, loaded),
         architecture=loaded.arch, kwargs=dict(recipe.model.kwargs), base=base,
@@ -108,7 +106,9 @@ def publish(run_dir: Path, card_id: str, record_file: Path, *, description: str 
                           record=repo_relative(Path(record_file)), commit=record.get("git_commit")),
         weights=WeightsRef(sha256=hashlib.sha256(blob).hexdigest(), path=repo_relative(path)),
         eval=loaded.eval, eval_note="the training run's own eval preprocessing (its recipe's data.eval)")
-    card.check("")
+    card.check("")   # before the write: a card the schema refuses leaves no weights file behind
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
     return Published(card, path, len(tensors), total)
 
 
