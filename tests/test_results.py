@@ -129,3 +129,14 @@ def test_long_tailed_runs_of_two_schedules_get_two_imbalance_tables():
     md = results_markdown(lt + longer, {})
     assert md.count("Schedule (all rows): 200 epochs") == 1
     assert md.count("Schedule (all rows): ") == 2
+
+
+def test_an_ablation_record_without_its_training_time_is_not_a_0_s_run():
+    base = {"schema": 1, "recipe": "recipes/quickstart.yaml", "dataset_id": "d", "selected_on": "val",
+            "hardware": "h", "torch": "t", "record_file": "d/ablation-a/x.json"}
+    records = [{**base, "seed": 0, "val_top1": 50.0, "train_time_s": 100.0,
+                "ablation": {"id": "a", "step": 0, "step_name": "baseline", "adds": []}},
+               {**base, "seed": 1, "val_top1": 52.0, "ablation": {"id": "a", "step": 0, "step_name": "baseline",
+                                                                    "adds": []}}]
+    row = next(line for line in results_markdown(records, {}).splitlines() if "| baseline |" in line)
+    assert "| 100 |" in row and "| 50 |" not in row

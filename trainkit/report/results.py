@@ -22,7 +22,7 @@ from trainkit.config.schema import RecipeError
 from trainkit.report import imbalance
 from trainkit.report.ablation import Step, StepResult, markdown_table
 from trainkit.report.records import RECORDS_DIR, RecordError, group_records, read_records, record_name
-from trainkit.report.table import MISSING, _fixed, format_duration, format_mean_std, format_split
+from trainkit.report.table import MISSING, _fixed, _is_number, format_duration, format_mean_std, format_split
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_MD = ROOT / "recipes" / "RESULTS.md"
@@ -131,7 +131,8 @@ def ablation_section(ablation_id: str, records: list[dict]) -> list[str]:
                                                                   tuple(a.get("adds") or ()))))
         if isinstance(r.get("val_top1"), (int, float)):
             result.top1.append(r["val_top1"])
-            result.train_s.append(r.get("train_time_s") or 0.0)
+            if _is_number(r.get("train_time_s")):   # a record without it: no time, rather than a 0 s run averaged in
+                result.train_s.append(r["train_time_s"])
         else:
             result.failed.append(f"seed {r.get('seed')}: no val top-1 (selected_on {r.get('selected_on')})")
     first = records[0]
