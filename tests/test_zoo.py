@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,18 @@ def test_readme_is_generated_from_the_cards():
     text = (zoo.zoo_dir() / "README.md").read_text()
     assert text == readme_markdown([zoo.load_card(i) for i in CARDS]), "run: python zoo.py readme"
     assert "| [cifar10_resnet20](cifar10_resnet20.yaml) | resnet20_cifar |" in text
+
+
+def test_a_card_whose_run_chose_its_checkpoint_on_the_reported_split_says_so():
+    """imagenette-dev has no test split: the probe's best.pt was chosen on the val split its card reports,
+    and zoo/README.md names that as RESULTS.md does; a card whose run chose on a held-out val does not."""
+    rows = {line.split("]")[0].lstrip("| ["): line for line in readme_markdown(
+        [zoo.load_card(i) for i in CARDS]).splitlines() if line.startswith("| [")}
+    probe = zoo.load_card("imagenette_dev_lite0_probe")
+    record = json.loads((ROOT / probe.source.record).read_text())
+    assert record["selected_on"] == record["split"] == "val"
+    assert "| val (also chose the checkpoint) |" in rows["imagenette_dev_lite0_probe"]
+    assert "| test |" in rows["cifar10_resnet20_10ep"]
 
 
 def test_unknown_card_key_and_id_are_errors(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from trainkit.report.results import anchor
-from trainkit.report.table import format_params
+from trainkit.report.table import format_params, format_split
 from trainkit.zoo.cards import ROOT, ModelCard, card_ids, load_card, zoo_dir
 
 README_HEADER = """# Model zoo
@@ -47,18 +47,32 @@ def readme_markdown(cards: list[ModelCard]) -> str:
         lines += [f"## {dataset}", "", f"| model | architecture | recipe / source | results row | params | split |"
                                        f"{extra[0]}", f"|---|---|---|---|---:|---|{extra[1]}"]
         lines += [f"| [{c.id}]({c.id}.yaml) | {c.architecture} | {source(c)} | {results_row(c)} | "
-                  f"{format_params(c.params)} | {c.dataset.split} | {pct(c.metrics.top1)} | {pct(c.metrics.top5)} |"
+                  f"{format_params(c.params)} | {split_text(c)} | {pct(c.metrics.top1)} | {pct(c.metrics.top5)} |"
                   + (f" {pct(c.metrics.top1_restricted)} |" if restricted else "") for c in rows]
         lines.append("")
     return "\n".join(lines)
 
 
+def split_text(card: ModelCard) -> str:
+    """The card's split, named as RESULTS.md names it: a run on a data set without a test split chose its
+    checkpoint on the val split its card reports, and the reader should see that here too."""
+    record = committed_record(card.source.record)
+    return format_split({"split": card.dataset.split, "selected_on": record.get("selected_on")}) if record \
+        else card.dataset.split
+
+
+def committed_record(record: str | None) -> dict:
+    """The result record a card of our own weights names ({} for a third-party card, or a record that is gone)."""
+    try:
+        return json.loads((ROOT / record).read_text()) if record else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def result_anchor(record: str) -> str:
     """The RESULTS.md row (its anchor) of the result record a card names; the record's file name when it is gone."""
-    try:
-        return anchor(json.loads((ROOT / record).read_text()))
-    except (OSError, ValueError, KeyError):
-        return Path(record).stem
+    found = committed_record(record)
+    return anchor(found) if found else Path(record).stem
 
 
 def write_readme() -> Path:
