@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -136,7 +137,7 @@ def compare_or_update_card(args: argparse.Namespace, loaded: LoadedModel, report
     """Compare the measurement with the card's top-1, or (--update-card) write it into the card."""
     card, m = cards.load_card(loaded.spec.removeprefix("zoo:")), report["metrics"]
     if args.update_card:
-        command = " ".join(["python evaluate.py", *sys.argv[1:]])
+        command = "python evaluate.py " + shlex.join(sys.argv[1:])   # re-runnable as written
         card = cards.with_metrics(card, report, hardware=hardware_description(device), command=command,
                                   date=time.strftime("%Y-%m-%d"))
         print(f"card updated: {cards.write_card(card)} (top1 {card.metrics.top1:.2f}%)")
@@ -173,7 +174,7 @@ def evaluate_ensemble_cli(args: argparse.Namespace, kind: str) -> int:
     print(f"{split} split of {report['data_root']}:")
     print(table)
     if card is not None and args.update_card:
-        command = " ".join(["python evaluate.py", *sys.argv[1:]])
+        command = "python evaluate.py " + shlex.join(sys.argv[1:])   # re-runnable as written
         card = cards.ensemble_with_metrics(card, report, hardware=hardware_description(device), command=command,
                                            date=time.strftime("%Y-%m-%d"))
         print(f"card updated: {cards.write_ensemble_card(card)} (top1 {card.metrics.top1:.2f}%)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -113,7 +114,7 @@ def publish_run(args: argparse.Namespace) -> None:
             weights.write_bytes(before)
         raise
     card = zoo.with_metrics(done.card, report, hardware=hardware_description(torch.device("cpu")),
-                            command=" ".join(["python zoo.py", *sys.argv[1:]]), date=time.strftime("%Y-%m-%d"))
+                            command="python zoo.py " + shlex.join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))
     print(f"wrote {done.weights} ({done.weights.stat().st_size / 1e6:.2f} MB, {done.stored_tensors} of "
           f"{done.total_tensors} tensors{', the rest from ' + card.base if card.base else ''}; sha256 "
           f"{card.weights.sha256[:12]})")
