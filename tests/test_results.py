@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainkit.report.records import RECORDS_DIR, read_records
+from trainkit.report.table import TableError
 from trainkit.report.results import (NOT_RUN, RESULTS_MD, read_notes, recipe_changed, results_markdown, results_text,
                                      uncovered)
 
@@ -107,6 +108,14 @@ def test_a_folder_that_is_not_a_finished_run_is_one_line(tmp_path):
     done = cli("compare.py", "record", tmp_path, "--out", tmp_path / "records")
     assert done.returncode == 2 and done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
     assert not (tmp_path / "records").exists()
+
+
+def test_a_card_that_is_not_yaml_is_one_error_naming_it(tmp_path):
+    """compare.py results reads every card for its links; a broken one is a RecordError (one `error:` line in
+    compare.py, which catches TableError), not a YAML traceback."""
+    (tmp_path / "broken.yaml").write_text("id: broken\nsource: {record: [\n")
+    with pytest.raises(TableError, match=r"broken\.yaml: not a valid card"):
+        results_text(RECORDS_DIR, NOT_RUN, tmp_path)
 
 
 def test_a_run_of_an_unknown_recipe_file_is_refused(tiny_runs, tmp_path):

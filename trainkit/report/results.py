@@ -189,7 +189,11 @@ def card_links(records_root: Path, zoo: Path = ROOT / "zoo") -> dict[str, list[s
     links: dict[str, list[str]] = {}
     root = Path(records_root).resolve()
     for card in sorted(Path(zoo).glob("*.yaml")):
-        record = ((yaml.safe_load(card.read_text()) or {}).get("source") or {}).get("record")
+        try:
+            data = yaml.safe_load(card.read_text()) or {}
+        except yaml.YAMLError as e:   # one line naming the card, as every other bad input
+            raise RecordError(f"{card}: not a valid card ({str(e).splitlines()[0]})") from None
+        record = ((data if isinstance(data, dict) else {}).get("source") or {}).get("record")
         if record:   # relative to the repository root (or absolute, for a private zoo)
             path = (ROOT / record).resolve()
             links.setdefault(path.relative_to(root).as_posix() if path.is_relative_to(root) else record,
