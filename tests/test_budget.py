@@ -47,6 +47,15 @@ def test_budget_minutes_is_checked_and_enters_the_hash_only_when_set():
         load_recipe("recipes/cifar10_speedrun.yaml", [*base, "schedule.budget_minutes=0"])
 
 
+@pytest.mark.parametrize("schedule", [["schedule.name=multistep", "schedule.milestones=[8,9]"], ["schedule.name=step"]])
+def test_a_budget_is_refused_with_a_schedule_that_decays_at_fixed_epochs(schedule):
+    # a budget that decides 6 epochs would never reach milestone 8: the lr would never decay
+    recipe = "recipes/cifar10_lt_resnet32_ce.yaml"
+    assert load_recipe(recipe, schedule).schedule.budget_minutes is None   # fine without a budget
+    with pytest.raises(RecipeError, match=r"^schedule.budget_minutes: .* use cosine, linear or onecycle"):
+        load_recipe(recipe, [*schedule, "schedule.budget_minutes=10"])
+
+
 class StubClock:
     """Stands in for the step timing and the process clock inside the Trainer; counts decisions."""
     img_per_s = 3.0

@@ -357,6 +357,11 @@ class ScheduleCfg:
         if self.name == "onecycle" and self.warmup_epochs:
             raise RecipeError(f"{key}.warmup_epochs: onecycle warms up by itself (onecycle_pct_start); "
                               f"set warmup_epochs: 0")
+        if self.budget_minutes is not None and self.name in ("step", "multistep"):
+            # the budget decides the epoch count at start-up; these decay at absolute epochs, which a
+            # shorter run never reaches (its lr would never decay)
+            raise RecipeError(f"{key}.budget_minutes: {self.name} decays at fixed epochs that a budgeted run may "
+                              f"never reach; use cosine, linear or onecycle, which stretch over the decided epochs")
         if self.name == "multistep" and not self.milestones:
             raise RecipeError(f"{key}.milestones: multistep needs at least one milestone epoch")
         if list(self.milestones) != sorted(self.milestones):
