@@ -373,5 +373,5 @@ def read_record(file: Path) -> dict:
 
 
 __all__ = ["METRICS", "RECORDS_DIR", "RecordError", "annotate", "dataset_id", "flatten", "group_records",
-           "read_record", "read_records", "record_from_run", "records_from_runs", "record_name", "record_path", "to_record",
-           "ungrouped", "variant_text", "write_record"]
+           "read_record", "read_records", "record_from_run", "records_from_runs", "record_name", "record_path",
+           "to_record", "ungrouped", "variant_text", "write_record"]
