@@ -71,6 +71,8 @@ def test_overrides_parse_yaml_scalars():
     ("data.holdout_fraction=1.5", "data.holdout_fraction"),
     ("modle.name=x", "unknown key modle; did you mean model?"),
     ("optim.lr", "expected key.path=value"),
+    ("model.kwargs={null: 1}", "model.kwargs: keys must be argument names, got None"),   # a fuzzer case
+    ("optim.kwargs={1: 2}", "optim.kwargs: keys must be argument names, got 1"),
 ])
 def test_bad_recipes_name_the_key(override, message):
     with pytest.raises(RecipeError) as err:

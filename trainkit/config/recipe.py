@@ -20,7 +20,7 @@ import yaml
 
 from trainkit.config.registry import (AUGMENT_OPS, COMBINE_RULES, DATASETS, DISTILL_LOSSES, KEY_MAPS, LOSSES,
                                       MODELS, OPTIMIZERS, SCHEDULES)
-from trainkit.config.schema import RecipeError, check_path, from_dict, to_dict
+from trainkit.config.schema import RecipeError, check_kwargs, check_path, from_dict, to_dict
 
 # libyaml's C loader and dumper when PyYAML has them: same results, about 5x faster (every
 # start-up, --print and the recipe fuzzer test parse and dump recipes).
@@ -71,6 +71,7 @@ class ModelCfg:
         if self.pretrained_map is not None and not self.pretrained:
             raise RecipeError(f"{key}.pretrained_map: set only with {key}.pretrained (a weights file)")
         check_path(self.pretrained, f"{key}.pretrained")
+        check_kwargs(self.kwargs, f"{key}.kwargs")
         for name, value in (("drop_rate", self.drop_rate), ("drop_path_rate", self.drop_path_rate)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise RecipeError(f"{key}.{name}: must be in [0, 1), got {value}")
@@ -323,6 +324,7 @@ class OptimCfg:
 
     def check(self, key: str) -> None:
         OPTIMIZERS.check(self.name.lower(), f"{key}.name")
+        check_kwargs(self.kwargs, f"{key}.kwargs")
         if self.lr <= 0 or self.lr_ref_batch < 1:
             raise RecipeError(f"{key}.lr and {key}.lr_ref_batch: must be positive, got {self.lr} and "
                               f"{self.lr_ref_batch}")

@@ -156,6 +156,14 @@ def check_path(value: str | None, key: str) -> None:
                           f"are {NAME_MAX} per name, {PATH_MAX} in all, no NUL): {shown!r}")
 
 
+def check_kwargs(value: dict, key: str) -> None:
+    """A free-form keyword-argument section (passed on as ``**kwargs``): its keys must be argument
+    names, or the call far away fails with a TypeError that names no recipe key."""
+    bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise RecipeError(f"{key}: keys must be argument names, got {bad[0]!r}")
+
+
 def to_dict(obj: Any) -> Any:
     """Plain-data (YAML/JSON-ready) copy of a dataclass tree."""
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
