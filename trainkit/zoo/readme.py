@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from trainkit.report.records import RecordError, read_record
 from trainkit.report.results import anchor
 from trainkit.report.table import format_params, format_split
 from trainkit.zoo.cards import ROOT, ModelCard, card_ids, load_card, zoo_dir
@@ -63,9 +63,9 @@ def split_text(card: ModelCard) -> str:
 
 def committed_record(record: str | None) -> dict:
     """The result record a card of our own weights names ({} for a third-party card, or a record that is gone)."""
-    try:
-        return json.loads((ROOT / record).read_text()) if record else {}
-    except (OSError, ValueError):
+    try:   # the one record reader; a gone or broken record leaves the card's own fields
+        return read_record(ROOT / record) if record else {}
+    except RecordError:
         return {}
 
 
