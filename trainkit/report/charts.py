@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from trainkit.report.records import variant_text
-from trainkit.report.table import _is_number, by_dataset, format_variant
+from trainkit.report.table import is_number, by_dataset, format_variant
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")   # matplotlib's tab10
@@ -104,10 +104,10 @@ def accuracy_vs_time_png(rows: list[dict], path: Path, *, dataset: str, split: s
     ax = fig.add_subplot()
     common = common_variant(rows)
     for row in rows:
-        if not (_is_number(row.get("top1")) and _is_number(row.get("train_time_s"))):
+        if not (is_number(row.get("top1")) and is_number(row.get("train_time_s"))):
             continue
         x, y, st = row["train_time_s"] / 60, row["top1"], style(row["number"])
-        err = row.get("top1_std") if _is_number(row.get("top1_std")) else None
+        err = row.get("top1_std") if is_number(row.get("top1_std")) else None
         ax.errorbar([x], [y], yerr=None if err is None else [err], color=st["color"], marker=st["marker"],
                     markersize=7, linestyle="none", capsize=3, label=legend_label(row, common))
         ax.annotate(str(row["number"]), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
@@ -137,10 +137,10 @@ def curves_png(rows: list[dict], path: Path, *, dataset: str) -> Path:
         for k, folder in enumerate(f for f in folders if f):
             epochs = read_curves(Path(folder))
             label = legend_label(row, common) if k == 0 else None
-            loss = [e for e in epochs if _is_number(e.get("train_loss"))]
+            loss = [e for e in epochs if is_number(e.get("train_loss"))]
             loss_ax.plot([e["epoch"] for e in loss], [e["train_loss"] for e in loss], color=st["color"],
                          marker=st["marker"], markersize=4, linewidth=1.2, alpha=0.85)
-            val = [e for e in epochs if _is_number(e.get("val_top1"))]
+            val = [e for e in epochs if is_number(e.get("val_top1"))]
             acc_ax.plot([e["epoch"] for e in val], [e["val_top1"] for e in val], color=st["color"],
                         marker=st["marker"], markersize=4, linewidth=1.2, alpha=0.85, label=label)
     from matplotlib.ticker import MaxNLocator  # optional heavy dependency (see figure)

@@ -37,7 +37,7 @@ import yaml
 
 from trainkit.config.recipe import TRAINED_RUNTIME_KEYS, LossCfg, Recipe, deep_merge, load_tree
 from trainkit.config.schema import RecipeError, to_dict
-from trainkit.report.table import SUMMARY, TableError, _is_number, collect, read_summary
+from trainkit.report.table import SUMMARY, TableError, is_number, collect, read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 RESOLVED_RECIPE = "recipe.yaml"
@@ -170,7 +170,7 @@ def group_records(records: list[dict], key: Callable[[dict], tuple] = group_key)
                "paths": [m.get("path") for m in members],
                "seeds": sorted((m["seed"] for m in members if m.get("seed") is not None), key=str)}
         for key in METRICS:
-            values = [float(m[key]) for m in members if _is_number(m.get(key))]
+            values = [float(m[key]) for m in members if is_number(m.get(key))]
             row[key] = statistics.fmean(values) if values else None
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
         rows.append(row)

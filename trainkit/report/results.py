@@ -22,7 +22,7 @@ from trainkit.config.schema import RecipeError
 from trainkit.report import imbalance
 from trainkit.report.ablation import Step, StepResult, markdown_table
 from trainkit.report.records import RECORDS_DIR, RecordError, group_records, read_records, record_name
-from trainkit.report.table import MISSING, _fixed, _is_number, format_duration, format_mean_std, format_split
+from trainkit.report.table import MISSING, fixed_digits, is_number, format_duration, format_mean_std, format_split
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_MD = ROOT / "recipes" / "RESULTS.md"
@@ -99,8 +99,8 @@ def section_table(rows: list[dict], cards: dict[str, list[str]]) -> list[str]:
         recipe = f"<a id=\"{anchor(row)}\"></a>[{row_label(row)}](../{row.get('recipe')}){changed}"
         cells = [recipe, variant_cell(row), str(row.get("model") or MISSING), str(row.get("epochs") or MISSING),
                  format_split(row), str(row["n"]), format_mean_std(row, "top1"),
-                 format_mean_std(row, "balanced_accuracy"), _fixed(2)(row.get("top5")),
-                 format_duration(row.get("train_time_s")), _fixed(0)(row.get("img_per_s")),
+                 format_mean_std(row, "balanced_accuracy"), fixed_digits(2)(row.get("top5")),
+                 format_duration(row.get("train_time_s")), fixed_digits(0)(row.get("img_per_s")),
                  str(row.get("hardware") or MISSING), card_cell(row, cards)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
@@ -131,7 +131,7 @@ def ablation_section(ablation_id: str, records: list[dict]) -> list[str]:
                                                                   tuple(a.get("adds") or ()))))
         if isinstance(r.get("val_top1"), (int, float)):
             result.top1.append(r["val_top1"])
-            if _is_number(r.get("train_time_s")):   # a record without it: no time, rather than a 0 s run averaged in
+            if is_number(r.get("train_time_s")):   # a record without it: no time, rather than a 0 s run averaged in
                 result.train_s.append(r["train_time_s"])
         else:
             result.failed.append(f"seed {r.get('seed')}: no val top-1 (selected_on {r.get('selected_on')})")

@@ -92,7 +92,7 @@ def sort_rows(rows: list[dict], sort_by: str = "top1") -> list[dict]:
     def key(row: dict) -> tuple:
         value = row.get(sort_by)
         # (kind, value): numbers, then text, then missing, so mixed types never get compared with each other
-        if _is_number(value):
+        if is_number(value):
             rank: tuple = (0, float(value) if sort_by in ASCENDING else -float(value))
         elif isinstance(value, str) and value:
             rank = (1, value)   # text (model, recipe...) reads best alphabetically
@@ -110,12 +110,12 @@ def _dataset(row: dict) -> str:
 
 def format_params(n: Any) -> str:
     """Parameter count in millions: ``0.27M``."""
-    return f"{n / 1e6:.2f}M" if _is_number(n) else MISSING
+    return f"{n / 1e6:.2f}M" if is_number(n) else MISSING
 
 
 def format_duration(seconds: Any) -> str:
     """``45s``, ``3m12s`` or ``2h05m``."""
-    if not _is_number(seconds):
+    if not is_number(seconds):
         return MISSING
     s = int(round(seconds))
     if s < 60:
@@ -125,8 +125,8 @@ def format_duration(seconds: Any) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def _fixed(digits: int) -> Callable[[Any], str]:
-    return lambda v: f"{v:.{digits}f}" if _is_number(v) else MISSING
+def fixed_digits(digits: int) -> Callable[[Any], str]:
+    return lambda v: f"{v:.{digits}f}" if is_number(v) else MISSING
 
 
 def _text(v: Any) -> str:
@@ -136,9 +136,9 @@ def _text(v: Any) -> str:
 def format_mean_std(row: dict, key: str, digits: int = 2) -> str:
     """``91.23`` for one run, ``91.23 ± 0.15`` for a group of runs (sample std, from ``<key>_std``)."""
     value, std = row.get(key), row.get(f"{key}_std")
-    if not _is_number(value):
+    if not is_number(value):
         return MISSING
-    return f"{value:.{digits}f} ± {std:.{digits}f}" if _is_number(std) else f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {std:.{digits}f}" if is_number(std) else f"{value:.{digits}f}"
 
 
 def format_split(row: dict) -> str:
@@ -169,9 +169,9 @@ MD_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("#", _key("number", _text)), ("recipe", _key("recipe", _text)), ("variant", format_variant),
     ("model", _key("model", _text)), ("params", _key("params", format_params)), ("epochs", _key("epochs", _text)),
     ("split", format_split), ("n", _key("n", _text)), ("top-1", lambda row: format_mean_std(row, "top1")),
-    ("top-5", _key("top5", _fixed(2))), ("bal. acc", _key("balanced_accuracy", _fixed(2))),
-    ("macro-F1", _key("macro_f1", _fixed(2))), ("train time", _key("train_time_s", format_duration)),
-    ("img/s", _key("img_per_s", _fixed(0))),
+    ("top-5", _key("top5", fixed_digits(2))), ("bal. acc", _key("balanced_accuracy", fixed_digits(2))),
+    ("macro-F1", _key("macro_f1", fixed_digits(2))), ("train time", _key("train_time_s", format_duration)),
+    ("img/s", _key("img_per_s", fixed_digits(0))),
 )
 RIGHT_ALIGNED = frozenset({"#", "params", "epochs", "n", "top-1", "top-5", "bal. acc", "macro-F1", "train time",
                            "img/s"})
@@ -235,7 +235,7 @@ def write_tables(rows: list[dict], out_dir: str | Path, sort_by: str = "top1") -
     return md, csv_path
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     # bool is an int subclass but never a metric; NaN/inf (json allows them) would print as 'nan'
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
