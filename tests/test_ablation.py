@@ -87,7 +87,7 @@ def test_ablation_runs_each_cumulative_step_per_seed(image_folder, tmp_path):
 
 
 def test_an_unreadable_finished_run_is_one_line(tmp_path):
-    spec = importlib.util.spec_from_file_location("entry_ablate", ROOT / "ablate.py")
+    spec = importlib.util.spec_from_file_location("entry_ablate", ROOT / "trainkit" / "commands" / "ablate.py")
     ablate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablate)
     summary = tmp_path / "00-s0" / "summary.json"

@@ -1,0 +1,256 @@
+"""Hyper-parameter search over a recipe with Optuna; the study survives restarts.
+
+    python sweep.py recipes/quickstart.yaml --space recipes/sweeps/quickstart.yaml --trials 16 \\
+        data.limit_train=10000 schedule.epochs=3
+
+Each trial is a real training run (its own run folder under OUT/trials/) whose per-epoch val
+metric (train.best_metric, top-1 by default) goes to the pruner; the search selects on val only
+and refuses a recipe whose val split is the test split. The study lives in a database
+(--storage, default sqlite:///OUT/study.db): kill the sweep and run the same command again, and it
+continues; the trial that was running is marked failed and re-run with the same parameters.
+Several machines share one study through one database URL (see README, "Hyper-parameter sweeps").
+
+Writes OUT/trials.md and trials.csv, OUT/best_recipe.yaml (train.py runs it as is), OUT/plots/*.png
+and, with --final-test, OUT/final_test.md: test numbers, reported apart from the search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+
+from trainkit.cli import RunFailed, one_line_errors, setup_logging, train_once
+from trainkit.config.recipe import load_recipe
+from trainkit.config.registry import Registry
+from trainkit.config.schema import RecipeError
+from trainkit.data.sources import open_source, report_split, resolve_splits
+from trainkit.eval.pipeline import evaluate_checkpoint
+from trainkit.sweep.report import write_best_recipe, write_plots, write_tables
+from trainkit.sweep.space import check_space, grid_space, load_space
+from trainkit.sweep.study import (
+    Slots,
+    StopAtBudget,
+    TrialFailed,
+    TrialRunner,
+    check_same_sweep,
+    counted,
+    default_storage,
+    fail_dead_local_trials,
+    open_storage,
+    requeue_interrupted,
+)
+from trainkit.sweep.worker import refuse_selection_on_test
+
+log = logging.getLogger("trainkit")
+
+
+def make_sampler(name: str, space, trials: int, jobs: int, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_space(space), seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # Optuna's default of 10 random start-up trials is most of a 12-20 trial budget; a third of it
+    # explores. constant_liar keeps parallel trials (--jobs) from proposing the same point.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)),
+                                      constant_liar=jobs > 1)
+
+
+def make_pruner(name: str, epochs: int, startup: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
+    return PRUNERS.get(name)(epochs, startup, warmup_epochs)
+
+
+PRUNERS: Registry = Registry("pruner", "--pruner")
+# Stop a trial whose val metric at an epoch is worse than the median of earlier trials at that epoch.
+PRUNERS.register("median")(lambda epochs, startup, warmup: optuna.pruners.MedianPruner(
+    n_startup_trials=startup, n_warmup_steps=warmup))
+# Successive halving in brackets; the resource is the epoch.
+PRUNERS.register("hyperband")(lambda epochs, startup, warmup: optuna.pruners.HyperbandPruner(
+    min_resource=max(1, warmup), max_resource=max(epochs, 1), reduction_factor=3))
+PRUNERS.register("none")(lambda epochs, startup, warmup: optuna.pruners.NopPruner())
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", help="base recipe YAML")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every trial")
+    p.add_argument("--space", required=True, help="search space YAML (see recipes/sweeps/)")
+    p.add_argument("--trials", type=int, required=True,
+                   help="finished trials the study should hold (complete, pruned or failed; interrupted ones "
+                        "that were re-run do not count); a rerun continues up to this number")
+    p.add_argument("--sampler", choices=("tpe", "random", "grid"), default="tpe")
+    p.add_argument("--pruner", choices=sorted(PRUNERS.names()), default="median")
+    p.add_argument("--prune-startup-trials", type=int, default=3, help="median: trials that are never pruned")
+    p.add_argument("--prune-warmup-epochs", type=int, default=0, help="median: epochs before pruning may start")
+    p.add_argument("--storage", help="SQLAlchemy URL of the study database (default sqlite:///OUT/study.db)")
+    p.add_argument("--study", help="study name (default: <recipe>-<space> file stems)")
+    p.add_argument("--out", type=Path, help="output folder (default runs/sweeps/<study>)")
+    p.add_argument("--jobs", type=int, default=1, help="trials at once on this machine (CPU threads split)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--final-test", choices=("eval", "retrain"), nargs="?", const="eval",
+                   help="after the search: evaluate the best trial's checkpoint on test (eval), or retrain the "
+                        "best recipe and the base recipe for --final-seeds and report val and test (retrain)")
+    p.add_argument("--final-seeds", type=int, nargs="+", default=[0, 1])
+    args = p.parse_args(argv)
+    for name in ("trials", "jobs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if any("=" not in o for o in args.overrides):
+        p.error(f"overrides are key.path=value, got {next(o for o in args.overrides if '=' not in o)!r}")
+    return args
+
+
+def check_splits(recipe_path: str, overrides: list[str], final_test: str | None) -> None:
+    """Before any trial (file lists only, no images): refuse when val is the test split, and a
+    final test on a data set whose report split is val, the split the sweep selects on."""
+    recipe = load_recipe(recipe_path, overrides)
+    splits = resolve_splits(recipe.data, open_source(recipe.data))
+    refuse_selection_on_test(splits)
+    if final_test and report_split(splits) != "test":
+        raise RecipeError("--final-test: this data set has no test split (its report split is val, which the "
+                          "sweep selects on); drop --final-test or give the data a test split")
+
+
+@one_line_errors
+def main() -> int:
+    args = parse_args(sys.argv[1:])
+    setup_logging()
+    # Heartbeats, retries and matplotlib plots are "experimental" in Optuna; one warning each per run is noise.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    space = load_space(args.space)
+    check_space(space, args.recipe, args.overrides, args.space)
+    base = load_recipe(args.recipe, args.overrides)
+    check_splits(args.recipe, args.overrides, args.final_test)
+    metric = base.train.best_metric
+    name = args.study or f"{Path(args.recipe).stem}-{Path(args.space).stem}"
+    out = args.out or Path("runs") / "sweeps" / name
+    storage_url = args.storage or default_storage(out)
+    storage = open_storage(storage_url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                direction="minimize" if metric.endswith("loss") else "maximize",
+                                sampler=make_sampler(args.sampler, space, args.trials, args.jobs, args.seed),
+                                pruner=make_pruner(args.pruner, base.schedule.epochs, args.prune_startup_trials,
+                                                   args.prune_warmup_epochs))
+    check_same_sweep(study, {"recipe": args.recipe, "overrides": args.overrides,
+                             "space": {d.key: [d.kind, list(d.values), d.step, d.log] for d in space},
+                             "metric": metric})
+    failed = fail_dead_local_trials(study)
+    if failed:
+        log.info("trials %s were running when their sweep died: marked failed, re-queued with the same parameters",
+                 failed)
+    interrupted = requeue_interrupted(study)
+    if interrupted:
+        log.info("trials %s were interrupted (Ctrl-C or a signal): re-queued with the same parameters", interrupted)
+    done = counted(study.get_trials(deepcopy=False))
+    log.info("study %r in %s: %d of %d trials done; run folders in %s", name, storage_url, done, args.trials,
+             out / "trials")
+    slots = Slots.detect(args.jobs)
+    runner = TrialRunner(args.recipe, args.overrides, space, out / "trials", slots, metric)
+    header = (f"Sweep `{name}`: `python sweep.py {args.recipe} {' '.join(args.overrides)} --space {args.space} "
+              f"--trials {args.trials} --sampler {args.sampler} --pruner {args.pruner} --jobs {args.jobs}`. "
+              f"Each trial's value is its best val {metric} (selection on val only; test not evaluated).")
+
+    def after_trial(study: optuna.Study, trial) -> None:
+        t = trial
+        shown = f"val {metric} {t.user_attrs['value']:.2f}" if t.user_attrs.get("value") is not None else ""
+        log.info("trial %d %s %s %s (%.0f s)", t.number, t.state.name.lower(), shown,
+                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()),
+                 t.user_attrs.get("wall_s", 0))
+        requeue_interrupted(study)   # e.g. a training process the OOM killer ended: run it again
+        write_tables(study, space, out, header, metric)   # after every trial: a killed sweep leaves a table
+
+    while done < args.trials:
+        study.optimize(runner, n_trials=args.trials - done, n_jobs=args.jobs, catch=(TrialFailed,),
+                       callbacks=[after_trial, StopAtBudget(args.trials)])
+        done = counted(study.get_trials(deepcopy=False))
+        # Another round only for re-queued interrupted trials (their first try used up a slot of n_trials).
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            break
+    table = write_tables(study, space, out, header, metric)
+    best_path = write_best_recipe(study, args.recipe, args.overrides, out / "best_recipe.yaml")
+    plots = write_plots(study, out / "plots", metric)
+    print(table.read_text())
+    log.info("wrote %s, %s, %s", table, best_path or "(no best recipe: no trial completed)",
+             ", ".join(str(p) for p in plots) or "no plots")
+    if args.final_test and best_path is not None:
+        final = final_test(args, study, best_path, out)
+        print(final.read_text())
+    return 0
+
+
+# ------------------------------------------------------------------ test, apart from the search
+
+def final_test(args: argparse.Namespace, study: optuna.Study, best_path: Path, out: Path) -> Path:
+    if args.final_test == "eval":
+        return final_eval(study, out, study.user_attrs["sweep"]["metric"])
+    return final_retrain(args, best_path, out)
+
+
+def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
+    best = study.best_trial
+    ckpt = Path(best.user_attrs["run_dir"]) / "best.pt"
+    report = evaluate_checkpoint(ckpt, split="test", show_progress=False)
+    m, split = report["metrics"], report["split"]
+    path = out / "final_test.md"
+    (out / "final_test.json").write_text(json.dumps({k: v for k, v in report.items() if k != "metrics"}
+                                                    | {"top1": m["top1"], "top5": m["top5"], "loss": m["loss"]},
+                                                    indent=2) + "\n")
+    path.write_text(f"Final test of sweep `{study.study_name}` (after the search; never used to select):\n\n"
+                    f"| trial | checkpoint | val {metric} (selected on) | "
+                    f"{split} top-1 | {split} top-5 | {split} images |\n|---|---|---|---|---|---|\n"
+                    f"| {best.number} | `{ckpt}` | {best.value:.2f} | {m['top1']:.2f} | {m['top5']:.2f} | "
+                    f"{m['samples']} |\n")
+    return path
+
+
+def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
+    """The best recipe and the base recipe, trained again per seed: val (what was selected on)
+    and test (reported apart) for each, and the gain of best over base."""
+    runs_dir = out / "final"
+    results: dict[str, list[dict]] = {"base": [], "best": []}
+    for seed in args.final_seeds:
+        for label, recipe, overrides in (("base", args.recipe, args.overrides), ("best", str(best_path), [])):
+            try:
+                summary, _ = train_once(recipe, overrides, seed, runs_dir, f"{label}-s{seed}")
+            except RunFailed as err:
+                raise RecipeError(f"--final-test retrain: the {label} recipe failed: {err}") from None
+            # val_top1: the chosen checkpoint's own val row; top1: the report split (named in "split").
+            results[label].append({"seed": seed, "val": summary["val_top1"], "test": summary["top1"],
+                                   "split": summary["split"], "train_s": summary["train_time_s"]})
+            log.info("final %s seed %d: val %.2f test %.2f", label, seed, results[label][-1]["val"],
+                     results[label][-1]["test"])
+    (out / "final_test.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    def pm(values: list[float]) -> str:
+        return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 \
+            else f"{values[0]:.2f}"
+
+    split = results["best"][0]["split"]   # "test", or "val" for a data set without a test split
+    lines = [(f"Best recipe (`{best_path}`) vs the base (`{args.recipe} {' '.join(args.overrides)}`), "
+             f"each retrained with seeds {args.final_seeds}. Val: the split the sweep selected on. "
+             f"{split.capitalize()}: reported apart, never used to select."), "",
+             f"| recipe | val top-1 % | {split} top-1 % | per seed (val / {split}) | train s |",
+             "|---|---|---|---|---|"]
+    for label in ("base", "best"):
+        rows = results[label]
+        seeds = ", ".join(f"s{r['seed']}: {r['val']:.2f} / {r['test']:.2f}" for r in rows)
+        lines.append(f"| {label} | {pm([r['val'] for r in rows])} | {pm([r['test'] for r in rows])} | {seeds} | "
+                     f"{statistics.fmean(r['train_s'] for r in rows):.0f} |")
+    gain = {k: statistics.fmean(r[k] for r in results["best"]) - statistics.fmean(r[k] for r in results["base"])
+            for k in ("val", "test")}
+    lines += ["", (f"Gain of best over base: val {gain['val']:+.2f} points, {split} {gain['test']:+.2f} points "
+                  f"(means over {len(args.final_seeds)} seeds).")]
+    path = out / "final_test.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
