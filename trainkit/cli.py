@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from trainkit.config.paths import entry_script
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import DataError
@@ -20,7 +21,6 @@ from trainkit.train.engine import NonFiniteLoss
 from trainkit.runtime.faults import PREEMPTED_EXIT, Preempted
 from trainkit.config.registry import UnknownNameError
 
-TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 USER_ERRORS = (RecipeError, DataError, CheckpointError, UnknownNameError, NonFiniteLoss)
 
 
@@ -31,7 +31,7 @@ class RunFailed(RuntimeError):
 def train_once(recipe: str, overrides: list[str], seed: int, runs_dir: Path, name: str) -> tuple[dict, float]:
     """Run train.py in its own process as ``runs_dir/name`` with ``train.seed=seed``; its summary.json
     and the wall time (start-up, data, training, final evaluation). RunFailed names the last error line."""
-    cmd = [sys.executable, str(TRAIN_PY), recipe, *overrides, f"train.seed={seed}",
+    cmd = [sys.executable, str(entry_script("train.py")), recipe, *overrides, f"train.seed={seed}",
            f"runtime.out_dir={runs_dir}", f"runtime.run_name={name}", "runtime.progress=false"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 
 from trainkit.cli import RunFailed, one_line_errors, train_once
+from trainkit.config.paths import project_root
 from trainkit.config.recipe import load_recipe, recipe_hash
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import open_source, resolve_splits, val_is_test
 from trainkit.report.ablation import StepResult, cumulative, markdown_table, parse_step
 from trainkit.report.records import record_from_run, write_record
 
-ROOT = Path(__file__).resolve().parents[2]   # the checkout (issue 25 item 8 moves this to trainkit paths)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -84,7 +84,8 @@ def main() -> int:
     steps = [parse_step(s) for s in args.step]
     plan = cumulative(args.overrides, steps)
     check_steps(args.recipe, plan)
-    runs_dir = args.runs_dir or ROOT / "runs" / f"ablate-{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    runs_dir = args.runs_dir or project_root() / "runs" / f"ablate-{Path(args.recipe).stem}-{stamp}"
     results: list[StepResult] = []
     hardware = "?"
     for i, (step, overrides) in enumerate(plan):

@@ -28,12 +28,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainkit.config.paths import project_relative
 from trainkit.report.records import (RECORDS_DIR, group_records, record_from_run, records_from_runs,
                                      ungrouped, write_record)
 from trainkit.report.results import NOT_RUN, RESULTS_MD, results_text
 from trainkit.report.table import TableError, to_csv, to_markdown, write_tables
 
-ROOT = Path(__file__).resolve().parents[2]   # the checkout (issue 25 item 8 moves this to trainkit paths)
 SUBCOMMANDS = ("record", "results")
 
 
@@ -72,7 +72,7 @@ def run_sub(args: argparse.Namespace) -> int:
     if args.command == "record":
         for run in args.runs:
             path = write_record(record_from_run(run, variant_name=args.variant), args.out)
-            print(path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)
+            print(project_relative(path))
         return 0
     text = results_text(args.records, args.notes)
     if args.check:

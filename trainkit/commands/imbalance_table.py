@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainkit.config.paths import project_root
 from trainkit.report.imbalance import tables_markdown
 from trainkit.report.records import RECORDS_DIR, RecordError, read_records, record_from_run, write_record
 
-ROOT = Path(__file__).resolve().parents[2]   # the checkout (issue 25 item 8 moves this to trainkit paths)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -27,7 +27,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     tab = sub.add_parser("table", help="records -> table.md")
     tab.add_argument("folder", type=Path, nargs="?", default=RECORDS_DIR / "cifar10-jpeg-lt",
                      help="the long-tailed data set's records")
-    tab.add_argument("--out", type=Path, default=ROOT / "results" / "cifar10_lt" / "table.md")
+    tab.add_argument("--out", type=Path, default=project_root() / "results" / "cifar10_lt" / "table.md")
     return p.parse_args(argv)
 
 

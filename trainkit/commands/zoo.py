@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from trainkit.cli import one_line_errors, setup_logging
+from trainkit.config.paths import project_root
 from trainkit.config.schema import RecipeError
 from trainkit.eval.pipeline import evaluate_card
 from trainkit.zoo import cards as zoo
@@ -121,7 +122,7 @@ def publish_run(args: argparse.Namespace) -> None:
     print(f"wrote {zoo.write_card(card)}: {card.dataset.split} top-1 {card.metrics.top1:.2f}% on "
           f"{card.metrics.samples} images (python evaluate.py zoo:{card.id} reproduces it)")
     print(f"wrote {write_readme()}")
-    if zoo.zoo_dir().resolve() == (zoo.ROOT / "zoo").resolve():   # the repository's zoo: its tables link the card
+    if zoo.zoo_dir().resolve() == (project_root() / "zoo").resolve():   # the repository's zoo: its tables link the card
         print(f"wrote {write_results()}")
 
 

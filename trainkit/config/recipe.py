@@ -18,6 +18,7 @@ from typing import Literal
 
 import yaml
 
+from trainkit.config.paths import project_file
 from trainkit.config.registry import (AUGMENT_OPS, COMBINE_RULES, DATASETS, DISTILL_LOSSES, KEY_MAPS, LOSSES,
                                       MODELS, OPTIMIZERS, SCHEDULES)
 from trainkit.config.schema import RecipeError, check_kwargs, check_path, from_dict, to_dict
@@ -671,8 +672,11 @@ def parse_recipe(tree: dict) -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Load, merge, override and validate a recipe file. Raises RecipeError on any problem."""
-    tree = load_tree(Path(path))
+    """Load, merge, override and validate a recipe file. Raises RecipeError on any problem.
+
+    A relative path missing from the cwd is looked up below the project root (trainkit.config.paths), so
+    ``recipes/quickstart.yaml`` names the shipped recipe from any working directory."""
+    tree = load_tree(project_file(path))
     if not tree:
         raise RecipeError(f"{path}: empty recipe (no sections); start from one in recipes/, e.g. quickstart.yaml")
     return parse_recipe(apply_overrides(tree, list(overrides)))

@@ -35,13 +35,13 @@ from typing import Any
 
 import yaml
 
+from trainkit.config.paths import project_file, project_root, records_dir
 from trainkit.config.recipe import TRAINED_RUNTIME_KEYS, LossCfg, Recipe, deep_merge, load_tree
 from trainkit.config.schema import RecipeError, to_dict
 from trainkit.report.table import SUMMARY, TableError, is_number, collect, read_summary
 
-ROOT = Path(__file__).resolve().parents[2]
 RESOLVED_RECIPE = "recipe.yaml"
-RECORDS_DIR = ROOT / "results" / "records"   # committed records: <data set>/<recipe>[--<variant>]-seed<N>.json
+RECORDS_DIR = records_dir()   # committed records: <data set>/<recipe>[--<variant>]-seed<N>.json
 SCHEMA = 1                                   # bump when a key changes meaning
 
 # numbers averaged over the runs of a group (mean, *_std); everything else must agree or is listed
@@ -79,7 +79,8 @@ def recipe_file_values(recipe: str, cache: dict[str, dict | None]) -> dict[str, 
     """The recipe file as a run would resolve it with no overrides (schema defaults filled), flattened;
     None when the file cannot be found or read (then variants come from comparing runs)."""
     if recipe not in cache:
-        path = next((p for p in (Path(recipe), ROOT / recipe) if recipe and p.is_file()), None)
+        path = project_file(recipe) if recipe else None
+        path = path if path and path.is_file() else None
         try:
             cache[recipe] = flatten(deep_merge(to_dict(Recipe()), load_tree(path))) if path else None
         except RecipeError:
@@ -243,8 +244,8 @@ def record_from_run(run_dir: Path, *, variant_name: str | None = None, ablation:
         raise RecordError(f"{run_dir}: not a finished run folder ({what})")
     recipe = str(summary.get("recipe") or "")
     if recipe_file_values(recipe, {}) is None:
-        raise RecordError(f"{run_dir}: its recipe file {recipe or '(none)'} is not readable from {ROOT}, so its "
-                          f"variant (the keys it changed) cannot be told; records are of shipped recipes")
+        raise RecordError(f"{run_dir}: its recipe file {recipe or '(none)'} is not readable from {project_root()}, "
+                          f"so its variant (the keys it changed) cannot be told; records are of shipped recipes")
     annotated = annotate([summary])[0]
     if variant_name and not annotated["variant"]:
         raise RecordError(f"{run_dir}: --variant {variant_name}: this run changed none of {recipe}'s keys; it is the "
@@ -265,7 +266,7 @@ def recipe_relpath(recipe: Any) -> str | None:
     path = Path(str(recipe))
     if path.is_absolute() and "recipes" in path.parts:
         rel = Path(*path.parts[len(path.parts) - 1 - path.parts[::-1].index("recipes"):])
-        return rel.as_posix() if (ROOT / rel).is_file() else str(recipe)
+        return rel.as_posix() if (project_root() / rel).is_file() else str(recipe)
     return path.as_posix()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from trainkit.config.paths import not_run_notes, project_file, project_root, results_md, zoo_dir
 from trainkit.config.recipe import load_recipe, recipe_hash
 from trainkit.config.schema import RecipeError
 from trainkit.report import imbalance
@@ -24,9 +25,8 @@ from trainkit.report.ablation import Step, StepResult, markdown_table
 from trainkit.report.records import RECORDS_DIR, RecordError, group_records, read_records, record_name
 from trainkit.report.table import MISSING, fixed_digits, is_number, format_duration, format_mean_std, format_split
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS_MD = ROOT / "recipes" / "RESULTS.md"
-NOT_RUN = ROOT / "results" / "not_run.yaml"
+RESULTS_MD = results_md()
+NOT_RUN = not_run_notes()
 COMMAND = "python compare.py results"
 
 HEADER = f"""# Recipe results
@@ -64,7 +64,7 @@ def recipe_changed(record: dict) -> bool:
     no longer gives the hash the run trained with. A recipe that no longer loads counts as changed."""
     try:
         words = shlex.split(str(record.get("command") or ""))
-        now = recipe_hash(load_recipe(ROOT / words[2], words[3:]))
+        now = recipe_hash(load_recipe(project_file(words[2]), words[3:]))
     except (RecipeError, IndexError, ValueError, OSError):
         return True
     return now != record.get("recipe_hash")
@@ -183,10 +183,11 @@ def recipes_with_rows(records: list[dict]) -> set[str]:
     return {Path(str(r.get("recipe"))).stem for r in records if not r.get("ablation")}
 
 
-def card_links(records_root: Path, zoo: Path = ROOT / "zoo") -> dict[str, list[str]]:
+def card_links(records_root: Path, zoo: Path | None = None) -> dict[str, list[str]]:
     """Record file (relative to ``records_root``) -> ids of the zoo cards whose ``source.record`` names it.
     The cards are read as plain YAML: the report layer sits below the zoo."""
     links: dict[str, list[str]] = {}
+    zoo = zoo or zoo_dir()
     root = Path(records_root).resolve()
     for card in sorted(Path(zoo).glob("*.yaml")):
         try:
@@ -195,13 +196,13 @@ def card_links(records_root: Path, zoo: Path = ROOT / "zoo") -> dict[str, list[s
             raise RecordError(f"{card}: not a valid card ({str(e).splitlines()[0]})") from None
         record = ((data if isinstance(data, dict) else {}).get("source") or {}).get("record")
         if record:   # relative to the repository root (or absolute, for a private zoo)
-            path = (ROOT / record).resolve()
+            path = (project_root() / record).resolve()
             links.setdefault(path.relative_to(root).as_posix() if path.is_relative_to(root) else record,
                              []).append(card.stem)
     return links
 
 
-def results_text(records_root: Path = RECORDS_DIR, notes: Path = NOT_RUN, zoo: Path = ROOT / "zoo") -> str:
+def results_text(records_root: Path = RECORDS_DIR, notes: Path = NOT_RUN, zoo: Path | None = None) -> str:
     """RESULTS.md as the committed records, notes and zoo cards generate it."""
     return results_markdown(read_records(records_root), read_notes(notes), card_links(records_root, zoo))
 

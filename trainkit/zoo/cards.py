@@ -10,7 +10,6 @@ checked against their registries, so this module imports no torch code.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,13 @@ from typing import Literal
 
 import yaml
 
+from trainkit.config import paths
 from trainkit.config.recipe import EvalCfg, KeyMapCfg, check_combine_weights
 from trainkit.config.registry import COMBINE_RULES, DATASETS, MODELS
 from trainkit.config.schema import RecipeError, did_you_mean, from_dict, to_dict
 from trainkit.runtime.checkpoint import CheckpointError
 
-ROOT = Path(__file__).resolve().parents[2]   # card paths are relative to the repository root, not the cwd
+ROOT = paths.project_root()   # card paths are relative to the project root (trainkit.config.paths), not the cwd
 CARD_HEADER = ("# Model card (schema: trainkit/zoo/cards.py ModelCard). Metrics are written by\n"
                "#   python evaluate.py zoo:{id} --update-card\n"
                "# and zoo/README.md is regenerated from all cards by: python zoo.py readme\n")
@@ -33,7 +33,7 @@ ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 def zoo_dir() -> Path:
     """``$TRAINKIT_ZOO`` (a private or test zoo) or the repository's ``zoo/``."""
-    return Path(os.environ.get("TRAINKIT_ZOO", ROOT / "zoo"))
+    return paths.zoo_dir()
 
 
 # ---------------------------------------------------------------- card schema
