@@ -119,3 +119,50 @@ def test_shipped_recipe_hashes_are_unchanged(path):
     except RecipeError:   # recipes whose data.root is given on the command line
         recipe = load_recipe(path, ["data.root=/data"])
     assert recipe_hash(recipe) == expected[path.stem]
+
+
+def _shipped_hashes() -> dict[str, str]:
+    out = {}
+    for path in RECIPES:
+        try:
+            out[path.stem] = recipe_hash(load_recipe(path))
+        except RecipeError:
+            out[path.stem] = recipe_hash(load_recipe(path, ["data.root=/data"]))
+    return out
+
+
+def test_a_new_defaulted_key_changes_no_hash(monkeypatch):
+    """The hash covers only values that differ from the schema defaults (recipe.hashed_values): a key added to
+    a section with a default moves no shipped recipe's hash, and setting it away from the default does."""
+    import dataclasses
+
+    from trainkit.config import recipe as recipe_module
+
+    before = _shipped_hashes()
+    assert before == json.loads(HASHES.read_text())
+
+    @dataclasses.dataclass(frozen=True)
+    class ScheduleWithNewKey(recipe_module.ScheduleCfg):
+        cooldown_epochs: int = 0          # a key a later schema might add
+
+    @dataclasses.dataclass(frozen=True)
+    class TrainWithNewKey(recipe_module.TrainCfg):
+        grad_noise: float | None = None
+
+    # the schema's sections are resolved by name from the module (typing.get_type_hints), so this is the
+    # schema a later version of recipe.py would have
+    monkeypatch.setattr(recipe_module, "ScheduleCfg", ScheduleWithNewKey)
+    monkeypatch.setattr(recipe_module, "TrainCfg", TrainWithNewKey)
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml")
+    assert isinstance(recipe.schedule, ScheduleWithNewKey) and recipe.schedule.cooldown_epochs == 0
+    assert _shipped_hashes() == before
+    changed = load_recipe(ROOT / "recipes" / "quickstart.yaml", ["schedule.cooldown_epochs=2"])
+    assert recipe_hash(changed) != before["quickstart"]
+
+
+def test_the_hash_ignores_prose_and_execution_but_not_training():
+    quickstart = ROOT / "recipes" / "quickstart.yaml"
+    base = recipe_hash(load_recipe(quickstart))
+    assert recipe_hash(load_recipe(quickstart, ["description=other words", "runtime.workers=0"])) == base
+    assert recipe_hash(load_recipe(quickstart, ["runtime.per_device_batch=32"])) != base   # steps per epoch
+    assert recipe_hash(load_recipe(quickstart, ["optim.lr=0.0123"])) != base

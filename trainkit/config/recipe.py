@@ -9,12 +9,13 @@ derived values live in :class:`trainkit.train.plan.Plan`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -695,17 +696,57 @@ def recipe_yaml(recipe: Recipe) -> str:
 TRAINED_RUNTIME_KEYS = ("drop_last", "per_device_batch", "sync_batchnorm")
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _NO_DEFAULT
+
+
+_NO_DEFAULT = object()   # a required field: always differs from its "default"
+
+
+def changed_values(obj: Any, reference: Any = None) -> dict:
+    """The fields of dataclass ``obj`` whose values differ from ``reference`` (an object of the same schema) or,
+    without one, from the schema's declared defaults; nested sections recurse, so the result holds only what was
+    changed. A section set where its default is null (``distill.teacher``-like optional sections) appears even
+    when all its own keys are defaults, as ``{}``: being there is the change."""
+    out: dict[str, Any] = {}
+    ref_fields = {f.name for f in dataclasses.fields(reference)} if dataclasses.is_dataclass(reference) else set()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        ref = getattr(reference, f.name) if f.name in ref_fields else _field_default(f)
+        if dataclasses.is_dataclass(value):
+            same_kind = dataclasses.is_dataclass(ref) and isinstance(value, type(ref))
+            sub = changed_values(value, ref if same_kind else None)
+            if sub or not same_kind:
+                out[f.name] = sub
+        elif isinstance(value, (list, tuple)) and any(dataclasses.is_dataclass(v) for v in value):
+            if ref is _NO_DEFAULT or to_dict(list(value)) != to_dict(list(ref or ())):
+                out[f.name] = [changed_values(v) if dataclasses.is_dataclass(v) else v for v in value]
+        elif ref is _NO_DEFAULT or value != ref:
+            out[f.name] = to_dict(value)
+    return out
+
+
+def hashed_values(recipe: Recipe) -> dict:
+    """What the recipe hash covers: the values that differ from the schema defaults (:func:`changed_values`), in
+    every section but ``runtime`` and ``description`` (how a run executes, and prose), plus the
+    ``TRAINED_RUNTIME_KEYS`` that were changed."""
+    changed = changed_values(recipe)
+    changed.pop("description", None)
+    runtime = {k: v for k, v in changed.pop("runtime", {}).items() if k in TRAINED_RUNTIME_KEYS}
+    if runtime:
+        changed["runtime"] = runtime
+    return changed
+
+
 def recipe_hash(recipe: Recipe) -> str:
-    """Short hash of what the recipe trains: every section but ``runtime`` (defaults included),
-    plus the ``TRAINED_RUNTIME_KEYS`` set away from their defaults. Those enter only when changed
-    so that runs which leave them alone keep the hash they had before the keys were covered."""
-    data = recipe_dict(recipe)
-    trained = {k: v for k, v in data.items() if k != "runtime"}
-    changed = {k: data["runtime"][k] for k in TRAINED_RUNTIME_KEYS if data["runtime"][k] != getattr(RuntimeCfg, k)}
-    if trained["schedule"]["budget_minutes"] is None:   # added later: unset, hashes stay as they were
-        del trained["schedule"]["budget_minutes"]
-    if changed:
-        trained["runtime"] = changed
-    blob = json.dumps(trained, sort_keys=True, separators=(",", ":")).encode()
+    """Short hash (12 hex digits) of what the recipe trains: :func:`hashed_values`, the values that differ from
+    the schema defaults. A key added to the schema with a default therefore changes no existing hash (a
+    recipe that leaves it alone trains what it trained before); changing a default does change the hash of
+    every recipe relying on it, and is then a new recipe on purpose (tests/recipe_hashes.json says so)."""
+    blob = json.dumps(hashed_values(recipe), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 

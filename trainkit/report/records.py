@@ -36,7 +36,8 @@ from typing import Any
 import yaml
 
 from trainkit.config.paths import project_file, project_root, records_dir
-from trainkit.config.recipe import TRAINED_RUNTIME_KEYS, LossCfg, Recipe, deep_merge, load_tree
+from trainkit.config.recipe import (TRAINED_RUNTIME_KEYS, LossCfg, Recipe, deep_merge, hashed_values, load_tree,
+                                    parse_recipe)
 from trainkit.config.schema import RecipeError, to_dict
 from trainkit.report.table import SUMMARY, TableError, is_number, collect, read_summary
 
@@ -250,7 +251,19 @@ def record_from_run(run_dir: Path, *, variant_name: str | None = None, ablation:
     if variant_name and not annotated["variant"]:
         raise RecordError(f"{run_dir}: --variant {variant_name}: this run changed none of {recipe}'s keys; it is the "
                           f"recipe as shipped, not a variant")
-    return to_record(annotated, config, variant_name=variant_name, ablation=ablation)
+    record = to_record(annotated, config, variant_name=variant_name, ablation=ablation)
+    record["recipe_values"] = recipe_values(run_dir)
+    return record
+
+
+def recipe_values(run_dir: Path) -> dict | None:
+    """What the run's recipe hash covers (trainkit.config.recipe.hashed_values of its resolved ``recipe.yaml``),
+    kept in the record so a later change of the hash scheme can re-key the record from the record alone; None
+    when the resolved recipe no longer parses under this schema."""
+    try:
+        return hashed_values(parse_recipe(yaml.safe_load((Path(run_dir) / RESOLVED_RECIPE).read_text())))
+    except (OSError, yaml.YAMLError, RecipeError):
+        return None
 
 
 def records_from_runs(paths: Iterable[str | Path]) -> list[dict]:
