@@ -21,7 +21,6 @@ they were measured. BENCHMARKS.md renders the file (`python benchmarks/run.py --
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -35,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from trainkit.config import formats  # noqa: E402  (after the sys.path line above)
 from trainkit.config.recipe import load_recipe  # noqa: E402  (after the sys.path line above)
 from trainkit.models.hub import build_model  # noqa: E402  (after the sys.path line above)
 from trainkit.runtime.distributed import DistInfo  # noqa: E402  (after the sys.path line above)
@@ -175,7 +175,7 @@ def main() -> int:
         return 2
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip() or "unknown"
-    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    previous = formats.read(args.out, formats.PHOTOS_BENCHMARK) if args.out.is_file() else {}
     result = {part: previous[part] for part in PARTS if part in previous}   # parts measured before stay
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
@@ -191,7 +191,7 @@ def main() -> int:
                             "cpu": hardware_description(CPU), "machine": platform.machine(), "torch": torch.__version__,
                             "git_commit": commit, "load_average": [load_start, os.getloadavg()[0]]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    formats.write(args.out, formats.PHOTOS_BENCHMARK, result)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -22,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainkit.config import formats  # noqa: E402  (after the sys.path line above)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "photos"
 DEFAULT_DATA = "../shared/data/imagenette-dev"
@@ -65,19 +68,20 @@ def run_row(name: str, data: str, seed: int) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"error: {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
         if argv[0] == "evaluate.py":
-            m = json.loads((ROOT / "runs" / "zoo-eval" / f"{argv[1][4:]}-val" / "metrics.json").read_text())["metrics"]
+            metrics_json = ROOT / "runs" / "zoo-eval" / f"{argv[1][4:]}-val" / "metrics.json"
+            m = formats.read(metrics_json, formats.METRICS)["metrics"]
             result = {"top1": m["top1"], "top1_all_classes": m["top1_all"], "epochs": 0, "train_s": 0.0}
         else:
-            rows = [json.loads(line) for line in (out / run_name / "metrics.jsonl").read_text().splitlines()]
+            rows = formats.read_lines(out / run_name / "metrics.jsonl", formats.METRICS_ROW)
             epochs = [r for r in rows if "val_top1" in r]
-            summary = json.loads((out / run_name / "summary.json").read_text())
+            summary = formats.read(out / run_name / "summary.json", formats.SUMMARY)
             result = {"top1": epochs[-1]["val_top1"], "epochs": epochs[-1]["epoch"],
                       "train_s": summary["train_time_s"], "hardware": summary["hardware"]}
     result.update(row=name, command="python " + " ".join(argv), wall_s=wall, split="val",
                   date=time.strftime("%Y-%m-%d"), seed=seed)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # the table shows seed 0; other seeds' runs are for the result records (recipes/RESULTS.md)
-    (RESULTS / f"{name}{'-s' + str(seed) if seed else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
+    formats.write(RESULTS / f"{name}{'-s' + str(seed) if seed else ''}.json", formats.PHOTOS_ROW, result)
     return result
 
 
@@ -89,7 +93,7 @@ def table_markdown() -> str:
         if not path.is_file():
             lines.append(f"| {label} | not measured | | | |")
             continue
-        r = json.loads(path.read_text())
+        r = formats.read(path, formats.PHOTOS_ROW)
         hardware.add(r.get("hardware", ""))
         lines.append(f"| {label} | {r['top1']:.2f}% | {r['epochs']} | {r['wall_s'] / 60:.1f} min | `{r['command']}` |")
     hw = ", ".join(sorted(h for h in hardware if h)) or "this machine"

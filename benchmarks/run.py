@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 import time_to_accuracy as tta
+from trainkit.config import formats   # importable: time_to_accuracy put the checkout on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -231,7 +232,7 @@ def section_train(args, root: Path, tmp: Path) -> dict:
                 return {**last_json(out), "wall_s": wall}
             res = {"wall_s": wall, "images": images, "img_per_s": images / wall}
             if name.startswith("ours"):
-                summary = json.loads((tmp / "runs" / "bench" / "summary.json").read_text())
+                summary = formats.read(tmp / "runs" / "bench" / "summary.json", formats.SUMMARY)
                 res.update({k: summary.get(k) for k in ("precision", "numerics_source", "numerics_probe")})
             return res
         return go
@@ -258,7 +259,7 @@ def section_eval(args, root: Path, tmp: Path) -> dict:
 
     def ours():
         _, wall = sh(cmds["ours"])
-        samples = json.loads((tmp / "eval-out" / "metrics.json").read_text())["metrics"]["samples"]
+        samples = formats.read(tmp / "eval-out" / "metrics.json", formats.METRICS)["metrics"]["samples"]
         return {"img_per_s": samples / wall, "wall_s": wall}
 
     def ref():
@@ -387,7 +388,7 @@ def render(results: Path, out: Path) -> str:
             lines.append(f"Not measured yet: `python benchmarks/run.py --root ../shared/data/cifar10-jpeg --only "
                          f"{section}`{' --timm-dir PATH' if section in ('train', 'tta') else ''}.")
             continue
-        res = json.loads(path.read_text())
+        res = formats.read(path, formats.BENCHMARK)
         load = res["load_average"]
         lines += [f"`{res['command']}`", "",
                   f"Measured {res['measured']} on {res['machine']}; trainkit `{res['git_commit'][:12]}`; "
@@ -401,7 +402,7 @@ def render(results: Path, out: Path) -> str:
         lines += [""] + RENDER[section](res)
     lines += ["", "## Fine-tuning photos on a CPU", ""]
     path = results / f"{FINETUNE_PHOTOS}.json"
-    lines += (render_finetune_photos(json.loads(path.read_text())) if path.is_file() else
+    lines += (render_finetune_photos(formats.read(path, formats.PHOTOS_BENCHMARK)) if path.is_file() else
               ["Not measured yet: `python benchmarks/finetune_photos.py --data-root ../shared/data/imagenette-dev`."])
     text = "\n".join(lines) + "\n"
     out.write_text(text)
@@ -462,7 +463,7 @@ def save(args, section: str, res: dict, repeats_done: int, load_start: float) ->
            "repeats_planned": args.repeats,
            "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "git_commit": git_head(ROOT), "load_average": [load_start, os.getloadavg()[0]]}
-    (Path(args.results) / f"{section}.json").write_text(json.dumps(res, indent=2) + "\n")
+    formats.write(Path(args.results) / f"{section}.json", formats.BENCHMARK, res)
 
 
 if __name__ == "__main__":

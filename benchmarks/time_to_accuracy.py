@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # trainkit, for the split and the evaluation (run.py runs from benchmarks/)
 
+from trainkit.config import formats  # noqa: E402
 from trainkit.config.recipe import DataCfg  # noqa: E402
 from trainkit.data.sources import open_source, resolve_splits  # noqa: E402
 from trainkit.eval.pipeline import evaluate_model  # noqa: E402
@@ -63,7 +63,7 @@ def timm_best_flags(train_json: Path) -> tuple[int, str]:
     ceiling precision. (1, bf16) when that section was not measured."""
     if not train_json.is_file():
         return 1, "bf16"
-    runs = json.loads(train_json.read_text())["runs"]
+    runs = formats.read(train_json, formats.BENCHMARK)["runs"]
     walls = {int(k.rsplit(" ", 1)[1]): min(r["wall_s"] for r in v) for k, v in runs.items() if k.startswith("timm")}
     ceil = {k.split(", ")[1]: max(r["img_per_s"] for r in v) for k, v in runs.items() if k.startswith("ceiling")}
     return (min(walls, key=walls.get) if walls else 1), (max(ceil, key=ceil.get) if ceil else "bf16")
@@ -103,7 +103,7 @@ def run_clocked(cmd: list[str]) -> tuple[float, float]:
 
 
 def ours_epochs(run_dir: Path, start: float) -> list[dict]:
-    rows = {r["epoch"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+    rows = {r["epoch"]: r for r in formats.read_lines(run_dir / "metrics.jsonl", formats.METRICS_ROW)}
     return [{"epoch": e, "wall_s": (run_dir / f"epoch_{e:03d}.pt").stat().st_mtime - start,
              "val_top1": rows[e]["val_top1"], "checkpoint": str(run_dir / f"epoch_{e:03d}.pt")} for e in sorted(rows)]
 
@@ -167,7 +167,7 @@ def run_section(args, root: Path, tmp: Path, subset_folder) -> dict:
             subprocess.run(["rm", "-rf", str(tmp / "runs"), str(tmp / "timm")], check=False)
             start, wall = run_clocked(cmds[name])
             if name == "ours":
-                summary = json.loads((tmp / "runs" / "ours" / "summary.json").read_text())
+                summary = formats.read(tmp / "runs" / "ours" / "summary.json", formats.SUMMARY)
                 extra = {k: summary.get(k) for k in ("precision", "budget", "process_wall_s", "top1", "checkpoint")}
                 res = side_result(name, ours_epochs(tmp / "runs" / "ours", start), wall, data, args.tta_target, extra)
             else:

@@ -103,7 +103,7 @@ def test_tta_best_timm_flags_come_from_the_train_section(tmp_path):
     assert tta.timm_best_flags(tmp_path / "missing.json") == (1, "bf16")
     runs = {"timm train.py -j 1": [{"wall_s": 150.0}], "timm train.py -j 2": [{"wall_s": 120.0}],
             "ceiling, bf16": [{"img_per_s": 300.0}], "ceiling, fp32": [{"img_per_s": 400.0}]}
-    (tmp_path / "train.json").write_text(json.dumps({"runs": runs}))
+    (tmp_path / "train.json").write_text(json.dumps({**META, "section": "train", "runs": runs}))
     assert tta.timm_best_flags(tmp_path / "train.json") == (2, "fp32")
 
 

@@ -57,7 +57,7 @@ def published(tiny_run, tmp_path_factory) -> dict:
     zoo_dir.mkdir()
     for card in (ROOT / "zoo").glob("*.yaml"):
         shutil.copy(card, zoo_dir)
-    record = write_record(record_from_run(tiny_run, variant_name="tiny"), tmp / "records")
+    record = write_record(record_from_run(tiny_run, variant_name="tiny"), tmp / "records", allow_dirty=True)
     env = {"TRAINKIT_ZOO": str(zoo_dir)}
     done = cli("zoo.py", "publish", tiny_run, "--id", "fmnist_tiny", "--record", record, env=env)
     assert done.returncode == 0, done.stderr
@@ -164,7 +164,7 @@ def test_a_linear_probe_card_stores_only_its_classifier_over_its_base(tmp_path, 
     zoo_dir.mkdir()
     shutil.copy(zoo.card_path(base.id), zoo_dir)
     monkeypatch.setenv("TRAINKIT_ZOO", str(zoo_dir))
-    record = write_record(record_from_run(run, variant_name="tiny"), tmp_path / "records")
+    record = write_record(record_from_run(run, variant_name="tiny"), tmp_path / "records", allow_dirty=True)
     env = {"TRAINKIT_ZOO": str(zoo_dir)}
     done = cli("zoo.py", "publish", run, "--id", "photos_probe_tiny", "--record", record, env=env)
     assert done.returncode == 0, done.stderr

@@ -65,7 +65,8 @@ def tiny_runs(tmp_path_factory) -> list[Path]:
 
 def test_tiny_runs_become_records_and_a_results_table(tiny_runs, tmp_path):
     records_root, notes = tmp_path / "records", tmp_path / "not_run.yaml"
-    done = cli("compare.py", "record", *tiny_runs, "--variant", "tiny", "--out", records_root)
+    # --allow-dirty: the tree under test may hold uncommitted edits (test_records_need_a_clean_commit_in_git_log)
+    done = cli("compare.py", "record", *tiny_runs, "--variant", "tiny", "--out", records_root, "--allow-dirty")
     assert done.returncode == 0, done.stderr
     files = sorted((records_root / "fashion_mnist").glob("*.json"))
     assert [f.name for f in files] == ["quickstart--tiny-seed0.json", "quickstart--tiny-seed1.json"]
@@ -141,7 +142,7 @@ def test_long_tailed_runs_of_two_schedules_get_two_imbalance_tables():
 
 
 def test_an_ablation_record_without_its_training_time_is_not_a_0_s_run():
-    base = {"schema": 1, "recipe": "recipes/quickstart.yaml", "dataset_id": "d", "selected_on": "val",
+    base = {"format_version": 1, "recipe": "recipes/quickstart.yaml", "dataset_id": "d", "selected_on": "val",
             "hardware": "h", "torch": "t", "record_file": "d/ablation-a/x.json"}
     records = [{**base, "seed": 0, "val_top1": 50.0, "train_time_s": 100.0,
                 "ablation": {"id": "a", "step": 0, "step_name": "baseline", "adds": []}},
@@ -149,3 +150,62 @@ def test_an_ablation_record_without_its_training_time_is_not_a_0_s_run():
                                                                     "adds": []}}]
     row = next(line for line in results_markdown(records, {}).splitlines() if "| baseline |" in line)
     assert "| 100 |" in row and "| 50 |" not in row
+
+
+def _head() -> str:
+    return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("commit, why", [("deadbeef0123", "not in this repository's history"),
+                                         ("HEAD-dirty", "uncommitted changes"), ("unknown", "no git commit")])
+def test_records_need_a_clean_commit_in_git_log(tiny_runs, tmp_path, commit, why):
+    """compare.py record refuses a run whose commit is dirty or not in git log; --allow-dirty records it, marked
+    in the record (commit_problem) and in RESULTS.md (‡); a clean commit in the history is recorded unmarked."""
+    commit = commit.replace("HEAD", _head())
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = json.loads((tiny_runs[0] / "summary.json").read_text())
+    (run / "recipe.yaml").write_text((tiny_runs[0] / "recipe.yaml").read_text())
+    records = tmp_path / "records"
+    (run / "summary.json").write_text(json.dumps({**summary, "git_commit": commit}))
+    done = cli("compare.py", "record", run, "--out", records)
+    assert done.returncode == 2 and why in done.stderr and "--allow-dirty" in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and not records.exists()
+    done = cli("compare.py", "record", run, "--out", records, "--allow-dirty")
+    assert done.returncode == 0, done.stderr
+    (written,) = records.rglob("*.json")
+    assert why in json.loads(written.read_text())["commit_problem"]
+    assert "‡" in results_markdown(read_records(records), {})
+    (run / "summary.json").write_text(json.dumps({**summary, "git_commit": _head()}))
+    done = cli("compare.py", "record", run, "--out", records)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(written.read_text())["commit_problem"] is None
+    assert "‡" not in results_markdown(read_records(records), {})
+
+
+def test_every_committed_record_names_a_commit_in_git_log():
+    """No record names a commit outside the history or a dirty tree; a record measured at one (before the
+    check existed) keeps that claim in measured_at_commit_unreachable and names the commit that added it."""
+    from trainkit.report.provenance import in_history
+
+    for record in read_records(RECORDS_DIR):
+        assert in_history(record["git_commit"]), f"{record['record_file']}: {record['git_commit']}"
+        assert not record.get("commit_problem") or record.get("measured_at_commit_unreachable"), \
+            record["record_file"]
+
+
+def test_runs_of_other_precision_or_machine_are_other_rows():
+    """bf16 and fp32 runs (as the amp probe picks) of one recipe are two measurements, not one mean."""
+    records = [r for r in read_records(RECORDS_DIR) if not r.get("ablation")]
+    one = next(r for r in records if r.get("precision") == "bf16")
+    twin = {**one, "precision": "fp32", "top1": 0.0, "seed": 99, "record_file": "x/" + one["record_file"]}
+    md = results_markdown([one, twin], {})
+    rows = [line for line in md.splitlines() if line.startswith("| <a id=")]
+    assert len(rows) == 2 and any("| bf16 |" in r for r in rows) and any("| fp32 |" in r for r in rows)
+    other_machine = {**twin, "precision": "bf16", "hardware": "another machine"}
+    assert len([line for line in results_markdown([one, other_machine], {}).splitlines()
+                if line.startswith("| <a id=")]) == 2
+    same = {**twin, "precision": "bf16"}
+    assert len([line for line in results_markdown([one, same], {}).splitlines()
+                if line.startswith("| <a id=")]) == 1, "seeds of one recipe, precision and machine fold"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from trainkit.config import formats
 from trainkit.config.paths import entry_script
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.config.schema import RecipeError
@@ -39,7 +39,7 @@ def train_once(recipe: str, overrides: list[str], seed: int, runs_dir: Path, nam
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise RunFailed(f"seed {seed}: {last}")
-    return json.loads((Path(runs_dir) / name / "summary.json").read_text()), wall
+    return formats.read(Path(runs_dir) / name / "summary.json", formats.SUMMARY), wall
 
 
 def setup_logging(quiet: bool = False, threads: int | None = None) -> None:

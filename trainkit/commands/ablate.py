@@ -18,7 +18,6 @@ again: rerunning an earlier ablation's command with its --runs-dir and --records
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,12 +25,15 @@ from pathlib import Path
 import torch
 
 from trainkit.cli import RunFailed, one_line_errors, train_once
+from trainkit.config import formats
 from trainkit.config.paths import project_root
 from trainkit.config.recipe import load_recipe, recipe_hash
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import open_source, resolve_splits, val_is_test
 from trainkit.report.ablation import StepResult, cumulative, markdown_table, parse_step
+from trainkit.report.provenance import commit_problem
 from trainkit.report.records import record_from_run, write_record
+from trainkit.runtime.environment import git_commit
 
 
 
@@ -47,6 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--records", type=Path, metavar="DIR",
                    help="also write each run's result record under DIR (e.g. results/records)")
     p.add_argument("--name", help="the ablation's id in its records (default: the recipe's name)")
+    p.add_argument("--allow-dirty", action="store_true", help="with --records: as compare.py record --allow-dirty")
     return p.parse_args(argv)
 
 
@@ -67,11 +70,11 @@ def check_steps(recipe_path: str, plan: list) -> None:
 def check_reused(summary: Path, expected_hash: str) -> dict:
     """The summary of a finished run in --runs-dir, reused only when it trained exactly this step's recipe."""
     try:
-        data = json.loads(summary.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:   # a half-written or foreign file
-        raise RecipeError(f"{summary}: unreadable ({' '.join(str(err).split())}); remove that run folder or give "
-                          "another --runs-dir") from None
-    found = data.get("recipe_hash") if isinstance(data, dict) else None
+        data = formats.read(summary, formats.SUMMARY)
+    except formats.FormatError as err:   # a half-written or foreign file
+        raise RecipeError(f"{' '.join(str(err).split())}; remove that run folder or give another --runs-dir") \
+            from None
+    found = data.get("recipe_hash")
     if found != expected_hash:
         raise RecipeError(f"{summary.parent}: a finished run of another recipe (hash {found}, this step's is "
                           f"{expected_hash}); give another --runs-dir or remove it")
@@ -84,6 +87,9 @@ def main() -> int:
     steps = [parse_step(s) for s in args.step]
     plan = cumulative(args.overrides, steps)
     check_steps(args.recipe, plan)
+    problem = commit_problem(git_commit()) if args.records and not args.allow_dirty else None
+    if problem:   # before hours of training, not at the first record
+        raise RecipeError(f"--records: {problem}; commit first, or give --allow-dirty (records are then marked)")
     stamp = time.strftime('%Y%m%d-%H%M%S')
     runs_dir = args.runs_dir or project_root() / "runs" / f"ablate-{Path(args.recipe).stem}-{stamp}"
     results: list[StepResult] = []
@@ -105,7 +111,8 @@ def main() -> int:
             if args.records:
                 ablation = {"id": args.name or Path(args.recipe).stem, "step": i, "step_name": step.name,
                             "adds": list(step.overrides), "base_overrides": list(args.overrides)}
-                print(f"record: {write_record(record_from_run(runs_dir / name, ablation=ablation), args.records)}")
+                record = record_from_run(runs_dir / name, ablation=ablation)
+                print(f"record: {write_record(record, args.records, allow_dirty=args.allow_dirty)}")
             hardware = summary.get("hardware", hardware)
             if summary.get("val_top1") is None:
                 result.failed.append(f"seed {seed}: no val top-1 in the summary (selected_on "

@@ -60,6 +60,8 @@ def parse_sub(argv: list[str]) -> argparse.Namespace:
     rec.add_argument("--variant", metavar="NAME", help="name of the variant the runs are (e.g. budget), shown "
                                                        "in RESULTS.md with the keys they changed")
     rec.add_argument("--out", type=Path, default=RECORDS_DIR, help="records root (default: results/records)")
+    rec.add_argument("--allow-dirty", action="store_true",
+                     help="record runs whose commit had uncommitted changes or is not in git log (marked as such)")
     res = sub.add_parser("results", help="regenerate recipes/RESULTS.md from the committed records")
     res.add_argument("--records", type=Path, default=RECORDS_DIR)
     res.add_argument("--notes", type=Path, default=NOT_RUN)
@@ -71,7 +73,8 @@ def parse_sub(argv: list[str]) -> argparse.Namespace:
 def run_sub(args: argparse.Namespace) -> int:
     if args.command == "record":
         for run in args.runs:
-            path = write_record(record_from_run(run, variant_name=args.variant), args.out)
+            path = write_record(record_from_run(run, variant_name=args.variant), args.out,
+                                allow_dirty=args.allow_dirty)
             print(project_relative(path))
         return 0
     text = results_text(args.records, args.notes)

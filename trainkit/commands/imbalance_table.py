@@ -24,6 +24,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     rec = sub.add_parser("record", help="run folders -> records")
     rec.add_argument("runs", nargs="+", type=Path)
     rec.add_argument("--out", type=Path, default=RECORDS_DIR, help="records root (a folder per data set)")
+    rec.add_argument("--allow-dirty", action="store_true", help="as compare.py record --allow-dirty")
     tab = sub.add_parser("table", help="records -> table.md")
     tab.add_argument("folder", type=Path, nargs="?", default=RECORDS_DIR / "cifar10-jpeg-lt",
                      help="the long-tailed data set's records")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "record":
             for run in args.runs:
-                print(write_record(record_from_run(run), args.out))
+                print(write_record(record_from_run(run), args.out, allow_dirty=args.allow_dirty))
             return 0
         records = [r for r in read_records(args.folder) if not r.get("ablation")]
         if not records or not all(r.get("train_class_counts") and r.get("per_class_recall") for r in records):

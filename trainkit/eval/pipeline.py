@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from trainkit.config import formats
 from trainkit.config.recipe import AugmentCfg, DataCfg, RuntimeCfg
 from trainkit.data.loaders import Loader, LoaderSettings, make_loader
 from trainkit.data.multiscale import TTA
@@ -183,7 +183,7 @@ def write_report(report: dict, out_dir: Path) -> None:
     """metrics.json, per_class.csv, confusion.csv and confusion.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     m, classes = report["metrics"], report["classes"]
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    formats.write(out_dir / "metrics.json", formats.METRICS, report)
     with open(out_dir / "per_class.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "samples", "recall", "precision", "f1"])

@@ -8,11 +8,11 @@ labels never print over each other whatever the number of runs.
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from pathlib import Path
 
+from trainkit.config import formats
 from trainkit.report.records import variant_text
 from trainkit.report.table import is_number, by_dataset, format_variant
 
@@ -121,8 +121,8 @@ def accuracy_vs_time_png(rows: list[dict], path: Path, *, dataset: str, split: s
 def read_curves(run_dir: Path) -> list[dict]:
     """The per-epoch rows of a run's ``metrics.jsonl`` (empty when missing or unreadable)."""
     try:
-        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
+        return formats.read_lines(run_dir / "metrics.jsonl", formats.METRICS_ROW)
+    except formats.FormatError:   # a chart without curves, rather than no charts
         return []
 
 

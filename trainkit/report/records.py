@@ -24,7 +24,6 @@ dicts (no torch), so a results-page generator can use the same records and rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shlex
 import statistics
@@ -35,15 +34,16 @@ from typing import Any
 
 import yaml
 
+from trainkit.config import formats
 from trainkit.config.paths import project_file, project_root, records_dir
 from trainkit.config.recipe import (TRAINED_RUNTIME_KEYS, LossCfg, Recipe, deep_merge, hashed_values, load_tree,
                                     parse_recipe)
 from trainkit.config.schema import RecipeError, to_dict
+from trainkit.report.provenance import commit_problem
 from trainkit.report.table import SUMMARY, TableError, is_number, collect, read_summary
 
 RESOLVED_RECIPE = "recipe.yaml"
 RECORDS_DIR = records_dir()   # committed records: <data set>/<recipe>[--<variant>]-seed<N>.json
-SCHEMA = 1                                   # bump when a key changes meaning
 
 # numbers averaged over the runs of a group (mean, *_std); everything else must agree or is listed
 METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "loss", "ece", "train_time_s", "img_per_s",
@@ -212,7 +212,7 @@ def to_record(annotated: dict, config: dict[str, Any] | None, *, variant_name: s
 
     In memory it keeps ``path`` (the run folder) for charts; :func:`write_record` leaves it out."""
     s = annotated
-    record: dict[str, Any] = {"schema": SCHEMA, "recipe": recipe_relpath(s.get("recipe")),
+    record: dict[str, Any] = {"recipe": recipe_relpath(s.get("recipe")),
                               **{k: s.get(k) for k in KEPT},
                               "dataset_id": dataset_id(config) if config else None,
                               "seed": s.get("seed"), "variant": s.get("variant") or {},
@@ -351,13 +351,25 @@ def record_path(record: dict, root: Path = RECORDS_DIR) -> Path:
     return Path(root) / str(record.get("dataset_id") or "unknown") / f"{record_name(record)}.json"
 
 
-def write_record(record: dict, root: Path = RECORDS_DIR) -> Path:
+def write_record(record: dict, root: Path = RECORDS_DIR, *, allow_dirty: bool = False) -> Path:
     """Write the record (without its local ``path``) as ``<root>/<data set>/<name>.json``; a rerun of the same
-    recipe, variant and seed replaces its record."""
+    recipe, variant and seed replaces its record.
+
+    A record must be traceable to code: the run's ``git_commit`` clean and in this project's history
+    (trainkit.report.provenance). Otherwise one-line RecordError, unless ``allow_dirty``: then the record says
+    why in ``commit_problem`` and RESULTS.md marks its row."""
+    problem = commit_problem(record.get("git_commit"))
+    if problem and not allow_dirty:
+        raise RecordError(f"{record.get('run') or record.get('path')}: {problem}; commit the code and train again "
+                          f"from a clean tree, or give --allow-dirty (the record and RESULTS.md then say so)")
+    record = {**record, "commit_problem": problem}
     path = record_path(record, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {k: v for k, v in record.items() if k != "path"}
-    path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    try:
+        path.write_text(formats.dumps(formats.RECORD, body, where=path))
+    except formats.FormatError as err:
+        raise RecordError(str(err)) from None
     return path
 
 
@@ -375,15 +387,12 @@ def read_records(root: Path = RECORDS_DIR) -> list[dict]:
 
 
 def read_record(file: Path) -> dict:
-    """One record file; one-line RecordError naming the file when it is unreadable or not a record."""
+    """One record file (trainkit.config.formats.RECORD, older versions upgraded); one-line RecordError naming the
+    file and field when it is unreadable or not a record."""
     try:
-        data = json.loads(Path(file).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RecordError(f"{file}: unreadable record ({' '.join(str(err).split())})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise RecordError(f"{file}: not a result record of schema {SCHEMA} (schema {data.get('schema')!r})"
-                          if isinstance(data, dict) else f"{file}: not a JSON object")
-    return data
+        return formats.read(file, formats.RECORD)
+    except formats.FormatError as err:
+        raise RecordError(str(err)) from None
 
 
 __all__ = ["METRICS", "RECORDS_DIR", "RecordError", "annotate", "dataset_id", "flatten", "group_records",

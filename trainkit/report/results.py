@@ -11,6 +11,8 @@ are listed with the reason from ``results/not_run.yaml``. ``compare.py results``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
 from pathlib import Path
@@ -36,7 +38,8 @@ per run, reduced from its run folder by `python compare.py record RUN_DIR [--var
 by hand: `tests/test_results.py` fails when this file differs from what the records generate.
 
 Each row is one recipe file and variant (the recipe keys the runs changed from the file; a shorter
-or budget schedule is a named variant with its overrides shown), its seeds folded: top-1 is the mean ±
+or budget schedule is a named variant with its overrides shown) at one recipe hash, precision and machine
+(runs differing in any of them are separate rows), its seeds folded: top-1 is the mean ±
 sample standard deviation over n seeds. `split` names where the numbers come from (test, with the
 checkpoint chosen on a held-out val; `val` for a data set without a test split; `(last epoch)` when no
 separate val chose it). Times are training-loop wall time on the machine named in the row; compare
@@ -47,9 +50,28 @@ times only within one machine. The command of every run is in its record (`comma
 # ---- rows ------------------------------------------------------------------------------------------------------
 
 def row_key(record: dict) -> tuple:
-    """Records folded into one row: the same recipe, variant, split and selection, on the same machine."""
-    return (record.get("dataset_id"), record.get("recipe"), record.get("variant_text"), record.get("split"),
-            record.get("selected_on"), record.get("hardware"))
+    """Records folded into one row: the same recipe hash, variant, split and selection, at the same precision
+    (bf16 and fp32 runs, as the ``amp`` probe picks, are different measurements) on the same machine."""
+    return (record.get("dataset_id"), record.get("recipe"), trained_identity(record), record.get("variant_text"),
+            record.get("split"), record.get("selected_on"), record.get("precision"), record.get("hardware"))
+
+
+def trained_identity(record: dict) -> str | None:
+    """The recipe hash without ``train.seed``: what the record's ``recipe_values`` (the values its hash covers)
+    say was trained, less the seed that rows fold over. None for a record without them (then the recipe file
+    and variant tell rows apart)."""
+    values = record.get("recipe_values")
+    if not isinstance(values, dict):
+        return None
+    train = {k: v for k, v in (values.get("train") or {}).items() if k != "seed"}
+    seedless = {**values, "train": train} if train else {k: v for k, v in values.items() if k != "train"}
+    return hashlib.sha256(json.dumps(seedless, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def untraced(record: dict) -> bool:
+    """A record whose numbers cannot be tied to a clean commit in git log: recorded with --allow-dirty, or
+    re-recorded at the commit that added it because the commit it was measured at is not in the history."""
+    return bool(record.get("commit_problem") or record.get("measured_at_commit_unreachable"))
 
 
 def anchor(row: dict) -> str:
@@ -87,7 +109,7 @@ def card_cell(row: dict, cards: dict[str, list[str]]) -> str:
 
 
 COLUMNS = ("recipe", "variant", "model", "epochs", "split", "n", "top-1", "bal. acc", "top-5", "train time",
-           "img/s", "machine", "zoo card")
+           "img/s", "precision", "machine", "zoo card")
 
 
 def section_table(rows: list[dict], cards: dict[str, list[str]]) -> list[str]:
@@ -96,12 +118,13 @@ def section_table(rows: list[dict], cards: dict[str, list[str]]) -> list[str]:
                                else "---" for c in COLUMNS) + " |"]
     for row in rows:
         changed = " †" if any(recipe_changed(m) for m in row["members"]) else ""
+        changed += " ‡" if any(untraced(m) for m in row["members"]) else ""
         recipe = f"<a id=\"{anchor(row)}\"></a>[{row_label(row)}](../{row.get('recipe')}){changed}"
         cells = [recipe, variant_cell(row), str(row.get("model") or MISSING), str(row.get("epochs") or MISSING),
                  format_split(row), str(row["n"]), format_mean_std(row, "top1"),
                  format_mean_std(row, "balanced_accuracy"), fixed_digits(2)(row.get("top5")),
                  format_duration(row.get("train_time_s")), fixed_digits(0)(row.get("img_per_s")),
-                 str(row.get("hardware") or MISSING), card_cell(row, cards)]
+                 str(row.get("precision") or MISSING), str(row.get("hardware") or MISSING), card_cell(row, cards)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
 
@@ -117,6 +140,11 @@ def dataset_section(dataset: str, records: list[dict], cards: dict[str, list[str
     if any(recipe_changed(r) for r in records):
         lines += ["", "†: the recipe file changed after these runs (their `command` no longer gives the recipe hash "
                       "they trained with); run them again."]
+    if any(untraced(r) for r in records):
+        lines += ["", "‡: a run of this row is not tied to a clean commit in git log: recorded with `--allow-dirty` "
+                      "(`commit_problem` in its record says why), or measured at a commit that is not in the "
+                      "history and re-recorded at the commit that added the record "
+                      "(`measured_at_commit_unreachable` keeps the commit it claimed)."]
     if all(r.get("train_class_counts") and (r.get("setup") or {}).get("imbalance") for r in records):
         lines += ["", f"### {dataset}: per-method imbalance table", "", imbalance.tables_markdown(records).rstrip()]
     return lines

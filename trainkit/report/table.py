@@ -7,12 +7,13 @@ only holds copied run folders.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from trainkit.config import formats
 
 SUMMARY = "summary.json"
 MISSING = "-"
@@ -69,14 +70,10 @@ def find_summaries(path: Path) -> list[Path]:
 def read_summary(file: Path, warn: Callable[[str], None]) -> dict | None:
     """The summary as a dict with ``path`` (its folder) added; None (after a warning) if unreadable."""
     try:
-        data = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        warn(f"warning: skipping {file}: {' '.join(str(err).split())}")
+        data = formats.read(file, formats.SUMMARY)   # older versions upgraded (the run's name from its folder)
+    except formats.FormatError as err:
+        warn(f"warning: skipping {' '.join(str(err).split())}")
         return None
-    if not isinstance(data, dict):
-        warn(f"warning: skipping {file}: not a JSON object")
-        return None
-    data.setdefault("run", file.parent.name)   # older runs did not record their folder name
     data["path"] = str(file.parent)
     return data
 

@@ -30,6 +30,7 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from trainkit.config import formats
 from trainkit.config.schema import RecipeError
 from trainkit.sweep.space import Dimension, override
 
@@ -238,7 +239,7 @@ class TrialRunner:
             last = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
             trial.set_user_attr("error", last[:300])
             raise TrialFailed(f"trial {trial.number}: exit status {code}: {last}")
-        result = json.loads(result_path.read_text())
+        result = formats.read(result_path, formats.TRIAL)
         for key in ("value", "best_epoch", "epochs_run", "train_time_s"):
             trial.set_user_attr(key, result[key])
         if pruned_at is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from trainkit.config import formats
 from trainkit.cli import log_to_file, one_line_errors, setup_logging
 from trainkit.config.recipe import load_recipe
 from trainkit.config.schema import RecipeError
@@ -116,7 +117,7 @@ def main() -> int:
     result = {"split": "val", "metric": ck.metric, "value": ck.best_value, "best_epoch": ck.best_epoch,
               "epochs_run": last.get("epoch", 0), "epochs": plan.epochs, "state": PRUNED if trainer.stopped_early
               else "complete", "train_time_s": trainer.train_seconds, "recipe_hash": plan.recipe_hash}
-    (run_dir / "trial.json").write_text(json.dumps(result, indent=2) + "\n")
+    formats.write(run_dir / "trial.json", formats.TRIAL, result)
     log.info("trial %s: best val %s %.4f at epoch %s", result["state"], ck.metric, ck.best_value or float("nan"),
              ck.best_epoch)
     return 0

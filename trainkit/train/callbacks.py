@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -17,6 +16,7 @@ try:
 except ImportError:
     resource = None
 
+from trainkit.config import formats
 from trainkit.runtime.checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class RunLogger:
                 self._tb.add_scalar(f"{group}/{name}" if name else key, value, epoch)
         self._tb.flush()
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(formats.dumps(formats.METRICS_ROW, row, indent=None))
         path = self.run_dir / "metrics.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -16,6 +15,7 @@ import timm
 import torch
 
 from trainkit import __version__
+from trainkit.config import formats
 from trainkit.config.recipe import Recipe, recipe_dict, recipe_hash, recipe_yaml
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, choose_path, make_loader
@@ -362,7 +362,7 @@ class Trainer:
             "budget": self.plan.budget, "process_wall_s": round(process_seconds(), 1),
         }
         if self.dist.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            formats.write(self.run_dir / "summary.json", formats.SUMMARY, summary)
         self.logger.close()
         return summary
 
@@ -377,7 +377,7 @@ def per_class_table(classes: list[str], m: dict) -> dict:
 def write_run_header(run_dir: Path, recipe: Recipe, plan: Plan) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe_yaml(recipe))
-    (run_dir / "plan.json").write_text(plan.to_json() + "\n")
+    formats.write(run_dir / "plan.json", formats.PLAN, plan.to_dict())
 
 
 __all__ = ["Trainer", "plan_for", "run_folder", "write_run_header", "seed_everything", "recipe_hash"]
