@@ -104,14 +104,25 @@ def test_hash_covers_runtime_keys_that_change_what_is_trained(override):
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_hash_of_a_recipe_leaving_those_keys_alone_is_unchanged(path):
-    """The runtime keys enter the hash only when set away from their defaults: the hash of every
-    shipped recipe is the hash of its trained sections alone, as before they were covered."""
+    """The hash covers only values away from the schema defaults (recipe.hashed_values): the runtime keys enter
+    only when set, and a shipped recipe's hashed values are exactly the keys its files change."""
+    from trainkit.config.recipe import Recipe, TRAINED_RUNTIME_KEYS, hashed_values
+
     recipe = load_recipe(path, ["data.root=/nonexistent"])
-    tree = {k: v for k, v in recipe_dict(recipe).items() if k != "runtime"}
-    if tree["schedule"]["budget_minutes"] is None:   # a later key: unset, it stays out of the hash
-        del tree["schedule"]["budget_minutes"]
-    old = hashlib.sha256(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
-    assert recipe_hash(recipe) == old
+    values = hashed_values(recipe)
+    blob = json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
+    assert recipe_hash(recipe) == hashlib.sha256(blob).hexdigest()[:12]
+    assert set(values.get("runtime", {})) <= set(TRAINED_RUNTIME_KEYS) and "description" not in values
+
+    def walk(tree, default, prefix=""):
+        for key, value in tree.items():
+            ref = default.get(key) if isinstance(default, dict) else None
+            if isinstance(value, dict) and isinstance(ref, dict) and value:
+                walk(value, ref, f"{prefix}{key}.")
+            else:
+                assert value != ref, f"{path.stem}: {prefix}{key} is at its default yet hashed"
+
+    walk(values, recipe_dict(Recipe()))
 
 
 def test_loaded_recipe_is_frozen():
