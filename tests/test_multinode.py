@@ -57,9 +57,8 @@ def start_nodes(tmp_path: Path, name: str, train_args: list) -> list[tuple[subpr
     for node in range(2):
         log = tmp_path / f"{name}-node{node}.log"       # files, not pipes: nobody reads a pipe while we wait
         with open(log, "w") as out:
-            # Its own session: killing the node kills its launcher and its worker, as a lost machine would.
             proc = subprocess.Popen(launcher(port, name, *train_args), cwd=ROOT, env=NODE_ENV, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT)
         nodes.append((proc, log))
         if node == 0:
             wait_listening(port, proc)
@@ -76,11 +75,29 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout=120) -> None:
     raise AssertionError(f"node 0 did not start the rendezvous store on port {port}")
 
 
+def descendants(pid: int) -> list[int]:
+    try:
+        kids = children(pid)
+    except OSError:         # gone already
+        return []
+    return [p for kid in kids for p in (kid, *descendants(kid))]
+
+
+def kill_node(proc: subprocess.Popen) -> None:
+    """SIGKILL a node: its launcher and every process under it (torchrun's workers run in their own
+    process groups, so a signal to the launcher's group would leave them running)."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def stop(nodes) -> None:
     for proc, _ in nodes:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_node(proc)
 
 
 def wait_all(nodes, timeout: float) -> float:
@@ -132,8 +149,7 @@ def test_a_lost_node_makes_the_survivor_fail_in_bounded_time_with_one_line(folde
     nodes = start_nodes(tmp_path, "lost", tiny_recipe(folder, tmp_path, "lost", *LONG, "schedule.epochs=40"))
     try:
         wait_for_rows(run_dir / "metrics.jsonl", 2, nodes[0][0], timeout=240)
-        os.killpg(nodes[lost][0].pid, signal.SIGKILL)                 # the node is gone: launcher and worker
-        nodes[lost][0].wait()
+        kill_node(nodes[lost][0])                                      # the node is gone: launcher and worker
         start = time.monotonic()
         survivor = [nodes[1 - lost]]
         wait_all(survivor, JOIN_TIMEOUT_S + 90)
