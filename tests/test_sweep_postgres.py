@@ -59,10 +59,15 @@ def as_server_user() -> list[str]:
 @pytest.fixture(scope="module")
 def postgres_url():
     """A throw-away PostgreSQL cluster on 127.0.0.1:<free port>; yields a SQLAlchemy URL of its database."""
-    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    reason = None
+    try:
+        import psycopg  # noqa: F401 -- the driver the sweep's postgresql:// URL needs
+    except ImportError:
+        reason = "psycopg is not installed (pip install 'psycopg[binary]', in requirements.txt)"
     bindir = pg_bin()
     if bindir is None:
         reason = "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
+    if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true: {reason} (.ci/run installs them)")
         pytest.skip(reason)

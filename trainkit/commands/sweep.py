@@ -35,9 +35,9 @@ from trainkit.eval.pipeline import evaluate_checkpoint
 from trainkit.sweep.report import write_best_recipe, write_plots, write_tables
 from trainkit.sweep.space import check_space, grid_space, load_space
 from trainkit.sweep.study import (
-    Slots,
     GRACE_S,
     BudgetSpent,
+    Slots,
     StopAtBudget,
     TrialFailed,
     TrialRunner,
