@@ -27,7 +27,7 @@ from conftest import ROOT, make_image_folder
 from test_sweep import RECIPE, tiny, wait_for, write
 
 from trainkit.config.schema import RecipeError
-from trainkit.sweep.study import counted, is_surplus, open_storage, sampler_seed
+from trainkit.sweep.study import budget_left_for, counted, is_surplus, open_storage, sampler_seed
 
 SPACE = "optim.lr: {loguniform: [0.01, 0.5]}\n"
 
@@ -244,3 +244,25 @@ def test_workers_of_a_shared_study_get_distinct_seeds_and_a_lone_sweep_keeps_its
     seeds = {sampler_seed(0, "s", f"host-{pid}") for pid in range(100)}
     assert len(seeds) == 100
     assert sampler_seed(0, "s", "a") == sampler_seed(0, "s", "a") != sampler_seed(0, "t", "a")
+
+
+def test_the_budget_goes_to_the_lowest_trial_numbers(tmp_path):
+    """A trial runs only if fewer than --trials lower-numbered trials hold a place: running, waiting and
+    finished ones do; a failure that was re-run and a surplus trial do not. (Two workers creating trials
+    at once get distinct numbers from the database, so exactly the first --trials run.)"""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    dist = {"optim.lr": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)}
+
+    def add(state, lr, **attrs):
+        study.add_trial(optuna.create_trial(state=state, value=1.0 if state.name == "COMPLETE" else None,
+                                            params={"optim.lr": lr}, distributions=dist, user_attrs=attrs))
+    S = optuna.trial.TrialState
+    add(S.COMPLETE, 0.1)                                   # 0
+    add(S.FAIL, 0.2, interrupted=True)                     # 1: re-run below as 2
+    study.enqueue_trial({"optim.lr": 0.2})                 # 2: WAITING, its re-run
+    trials = study.get_trials(deepcopy=False)
+    study._storage.set_trial_system_attr(trials[2]._trial_id, "retry_history", [1])
+    add(S.FAIL, 0.3, surplus=True)                         # 3: not run
+    assert budget_left_for(study, 4, 3)                    # places: 0, 2 -> trial 4 is the third
+    assert not budget_left_for(study, 4, 2)
+    assert counted(study.get_trials()) == 1                # 0 only: 1 was re-run, 3 never ran
