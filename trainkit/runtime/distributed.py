@@ -76,8 +76,8 @@ def check_restartable() -> None:
     if nodes > 1 and restarts > 0 and shares_agent_store():
         raise RecipeError(f"torchrun over {nodes} nodes with --max-restarts {restarts}: set {SHARE_STORE_OFF}=1 in "
                           "the environment of torchrun on every node (torch's shared rendezvous store keeps the "
-                          "failed attempt's keys, and the restarted workers would wait for each other forever); "
-                          "see docs/distributed.md")
+                          "failed attempt's keys, and the restarted workers would wait for each other forever) and "
+                          "use --rdzv-backend c10d (the static backend has no per-round store); see docs/distributed.md")
 
 
 def attempt_store(rank: int, world: int) -> "dist.Store | None":
