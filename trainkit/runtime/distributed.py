@@ -77,7 +77,7 @@ def check_restartable() -> None:
         raise RecipeError(f"torchrun over {nodes} nodes with --max-restarts {restarts}: set {SHARE_STORE_OFF}=1 in "
                           "the environment of torchrun on every node (torch's shared rendezvous store keeps the "
                           "failed attempt's keys, and the restarted workers would wait for each other forever) and "
-                          "use --rdzv-backend c10d (the static backend has no per-round store); see docs/distributed.md")
+                          "use --rdzv-backend c10d (the static backend has no per-round store); docs/distributed.md")
 
 
 def attempt_store(rank: int, world: int) -> "dist.Store | None":
