@@ -35,6 +35,8 @@ from trainkit.eval.pipeline import evaluate_checkpoint
 from trainkit.sweep.report import write_best_recipe, write_plots, write_tables
 from trainkit.sweep.space import check_space, grid_space, load_space
 from trainkit.sweep.study import (
+    GRACE_S,
+    BudgetSpent,
     Slots,
     StopAtBudget,
     TrialFailed,
@@ -43,23 +45,30 @@ from trainkit.sweep.study import (
     counted,
     default_storage,
     fail_dead_local_trials,
+    is_shared,
     open_storage,
     requeue_interrupted,
+    sampler_seed,
+    shown_url,
+    wait_for_others,
+    worker_name,
 )
 from trainkit.sweep.worker import refuse_selection_on_test
 
 log = logging.getLogger("trainkit")
 
 
-def make_sampler(name: str, space, trials: int, jobs: int, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, space, trials: int, seed: int, concurrent: bool) -> optuna.samplers.BaseSampler:
+    """``concurrent``: other trials may run while this one is sampled (--jobs > 1, or a shared study)."""
     if name == "grid":
         return optuna.samplers.GridSampler(grid_space(space), seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Optuna's default of 10 random start-up trials is most of a 12-20 trial budget; a third of it
-    # explores. constant_liar keeps parallel trials (--jobs) from proposing the same point.
+    # explores. constant_liar counts running trials (of every worker) as bad results, so parallel
+    # trials (--jobs, or other machines on the study) do not propose the same point.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)),
-                                      constant_liar=jobs > 1)
+                                      constant_liar=concurrent)
 
 
 def make_pruner(name: str, epochs: int, startup: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
@@ -92,15 +101,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--study", help="study name (default: <recipe>-<space> file stems)")
     p.add_argument("--out", type=Path, help="output folder (default runs/sweeps/<study>)")
     p.add_argument("--jobs", type=int, default=1, help="trials at once on this machine (CPU threads split)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampler seed; with --storage, each worker samples with a seed derived from it, the "
+                        "study and --worker, so workers started with the same command never repeat each other")
+    p.add_argument("--worker", help="this sweep's name among the workers of a shared study (default HOST-PID)")
+    p.add_argument("--heartbeat-grace-s", type=int, default=GRACE_S,
+                   help="a trial whose sweep wrote no heartbeat for this long is failed and re-run by another "
+                        "worker of the study")
     p.add_argument("--final-test", choices=("eval", "retrain"), nargs="?", const="eval",
                    help="after the search: evaluate the best trial's checkpoint on test (eval), or retrain the "
                         "best recipe and the base recipe for --final-seeds and report val and test (retrain)")
     p.add_argument("--final-seeds", type=int, nargs="+", default=[0, 1])
     args = p.parse_args(argv)
-    for name in ("trials", "jobs"):
+    for name in ("trials", "jobs", "heartbeat_grace_s"):
         if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
     if any("=" not in o for o in args.overrides):
         p.error(f"overrides are key.path=value, got {next(o for o in args.overrides if '=' not in o)!r}")
     return args
@@ -131,11 +146,16 @@ def main() -> int:
     name = args.study or f"{Path(args.recipe).stem}-{Path(args.space).stem}"
     out = args.out or Path("runs") / "sweeps" / name
     storage_url = args.storage or default_storage(out)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, args.heartbeat_grace_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shared = is_shared(args.storage)
+    worker = (args.worker or worker_name()) if shared else None
+    seed = sampler_seed(args.seed, name, worker)
+    if shared:
+        log.info("worker %s: sampler seed %d (from --seed %d, the study and the worker)", worker, seed, args.seed)
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction="minimize" if metric.endswith("loss") else "maximize",
-                                sampler=make_sampler(args.sampler, space, args.trials, args.jobs, args.seed),
+                                sampler=make_sampler(args.sampler, space, args.trials, seed, shared or args.jobs > 1),
                                 pruner=make_pruner(args.pruner, base.schedule.epochs, args.prune_startup_trials,
                                                    args.prune_warmup_epochs))
     check_same_sweep(study, {"recipe": args.recipe, "overrides": args.overrides,
@@ -149,16 +169,19 @@ def main() -> int:
     if interrupted:
         log.info("trials %s were interrupted (Ctrl-C or a signal): re-queued with the same parameters", interrupted)
     done = counted(study.get_trials(deepcopy=False))
-    log.info("study %r in %s: %d of %d trials done; run folders in %s", name, storage_url, done, args.trials,
+    log.info("study %r in %s: %d of %d trials done; run folders in %s", name, shown_url(storage_url), done, args.trials,
              out / "trials")
     slots = Slots.detect(args.jobs)
-    runner = TrialRunner(args.recipe, args.overrides, space, out / "trials", slots, metric)
+    runner = TrialRunner(args.recipe, args.overrides, space, out / "trials", slots, metric, args.trials)
     header = (f"Sweep `{name}`: `python sweep.py {args.recipe} {' '.join(args.overrides)} --space {args.space} "
               f"--trials {args.trials} --sampler {args.sampler} --pruner {args.pruner} --jobs {args.jobs}`. "
               f"Each trial's value is its best val {metric} (selection on val only; test not evaluated).")
 
     def after_trial(study: optuna.Study, trial) -> None:
         t = trial
+        if t.user_attrs.get("surplus"):
+            log.info("trial %d not run: the study's %d trials are taken by other workers", t.number, args.trials)
+            return
         shown = f"val {metric} {t.user_attrs['value']:.2f}" if t.user_attrs.get("value") is not None else ""
         log.info("trial %d %s %s %s (%.0f s)", t.number, t.state.name.lower(), shown,
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()),
@@ -167,11 +190,13 @@ def main() -> int:
         write_tables(study, space, out, header, metric)   # after every trial: a killed sweep leaves a table
 
     while done < args.trials:
-        study.optimize(runner, n_trials=args.trials - done, n_jobs=args.jobs, catch=(TrialFailed,),
+        study.optimize(runner, n_trials=args.trials - done, n_jobs=args.jobs, catch=(TrialFailed, BudgetSpent),
                        callbacks=[after_trial, StopAtBudget(args.trials)])
         done = counted(study.get_trials(deepcopy=False))
-        # Another round only for re-queued interrupted trials (their first try used up a slot of n_trials).
-        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        # The budget is taken but not finished: trials of other workers (or re-queued interrupted ones)
+        # are still open. Wait while they run; one whose worker dies is failed by its heartbeat and
+        # re-queued, and this worker runs it.
+        if done < args.trials and not wait_for_others(study, args.trials, poll_s=min(10, args.heartbeat_grace_s)):
             break
     table = write_tables(study, space, out, header, metric)
     best_path = write_best_recipe(study, args.recipe, args.overrides, out / "best_recipe.yaml")

@@ -17,7 +17,7 @@ import torch
 from trainkit.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 from trainkit.cli import log_to_file, one_line_errors, setup_logging
 from trainkit.config.schema import RecipeError
-from trainkit.runtime.distributed import cleanup, init_distributed
+from trainkit.runtime.distributed import cleanup, init_distributed, peer_lost
 from trainkit.runtime.faults import newest_valid_checkpoint
 from trainkit.eval.metrics import format_metrics
 from trainkit.config.recipe import apply_overrides, load_recipe, parse_recipe, recipe_yaml
@@ -119,6 +119,15 @@ def main() -> int:
                                                              "ece", "samples")}))
             log.info("summary: %s", run_dir / "summary.json")
         return 0
+    except RuntimeError as err:
+        if not (dist.enabled and peer_lost(err)):
+            raise
+        # Another process of the job is gone (a lost node, or a worker torchrun stopped): one line, not the
+        # collective's traceback; torchrun then restarts this node's workers if --max-restarts allows.
+        first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+        print(f"error: rank {dist.rank} of {dist.world}: lost contact with another process of the job (a node or "
+              f"worker is gone): {first[:200]}", file=sys.stderr)
+        return 1
     finally:
         cleanup()
 

@@ -18,9 +18,11 @@ reading them and continues bit-identically, evaluation that counts each sample o
 webdataset's own iterable pipeline (shards split by node and worker, a shuffle buffer) gives
 none of them exactly.
 
-``data.root`` is a folder, or a URL that webdataset's ``gopen`` opens: ``http(s)://host/prefix``
-(the object store's HTTP endpoint), ``gs://bucket/prefix``, or a ``pipe:`` command with ``{file}``
-where the file name goes (``pipe:aws s3 cp s3://bucket/prefix/{file} -``). From a URL, shards are
+``data.root`` is a folder, ``s3://bucket/prefix`` (read with boto3: endpoint and credentials from the
+standard AWS environment variables and files, so any S3 API works: AWS, MinIO, Ceph, a test server),
+or a URL that webdataset's ``gopen`` opens: ``http(s)://host/prefix`` (the object store's HTTP
+endpoint), ``gs://bucket/prefix``, or a ``pipe:`` command with ``{file}`` where the file name goes
+(``pipe:aws s3 cp s3://bucket/prefix/{file} -``). From a URL, shards are
 downloaded whole into ``runtime.shard_cache_dir``, checked against the manifest's size and sha256,
 and the least recently used ones are deleted to keep the cache under ``runtime.shard_cache_mb``.
 Training reads shards in a shard-local order (see ``EpochBatches``): only about
@@ -36,7 +38,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import tarfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -53,6 +57,74 @@ FORMAT = "trainkit-webdataset/1"
 MANIFEST = "manifest.json"
 OPEN_SHARDS = 16            # descriptors one process keeps open (a window plus the next one's first)
 DEFAULT_CACHE = Path("~/.cache/trainkit/shards")
+
+
+S3_TRIES = 4               # tries per object (the first and 3 retries) ...
+S3_BACKOFF_S = 0.5         # ... waiting 0.5, 1, 2 s between them: a transient error heals, a dead endpoint
+                           # is one error within seconds
+S3_FATAL = {"NoSuchKey": "no such object (a missing shard? upload the whole folder written by prepare.py)",
+            "404": "no such object (a missing shard? upload the whole folder written by prepare.py)",
+            "NoSuchBucket": "no such bucket", "AccessDenied": "access denied (check the AWS credentials)",
+            "403": "access denied (check the AWS credentials)",
+            "InvalidAccessKeyId": "unknown access key (AWS_ACCESS_KEY_ID)",
+            "SignatureDoesNotMatch": "wrong secret key (AWS_SECRET_ACCESS_KEY)"}
+_S3_CLIENTS: dict[int, object] = {}        # per process: a boto3 client must not cross a fork (loader workers)
+
+
+def s3_client():
+    """A boto3 S3 client of this process. boto3 reads the endpoint (AWS_ENDPOINT_URL), credentials
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, a profile, an instance role) and region itself."""
+    if os.getpid() not in _S3_CLIENTS:
+        try:    # late: boto3 is needed (and installed) only for s3:// roots
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise DataError("data.root=s3://... needs boto3 (pip install boto3)") from None
+        # Retries are ours (copy_url: logged, with back-off); timeouts keep a dead endpoint from hanging.
+        config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+        _S3_CLIENTS[os.getpid()] = boto3.session.Session().client("s3", config=config)
+    return _S3_CLIENTS[os.getpid()]
+
+
+def copy_url(url: str, dst) -> None:
+    """Write the object at ``url`` into the binary file ``dst``. s3:// is read with boto3, with
+    S3_TRIES tries and back-off (each logged); a missing object or refused credentials fail at once."""
+    if not url.startswith("s3://"):
+        try:
+            with wds.gopen(url, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, ValueError) as err:    # gopen: a missing file, a failed curl/pipe, a bad scheme
+            raise DataError(f"cannot fetch {url}: {' '.join(str(err).split())[:300]}") from None
+        return
+    # late, as in s3_client: only s3:// roots need botocore
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    bucket, _, key = url[len("s3://"):].partition("/")
+    client = s3_client()
+    for attempt in range(1, S3_TRIES + 1):
+        try:
+            dst.seek(0)
+            dst.truncate()
+            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+            for block in body.iter_chunks(1 << 20):
+                dst.write(block)
+            return
+        except NoCredentialsError:
+            raise DataError(f"{url}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                            "or a profile)") from None
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "?")
+            if code in S3_FATAL:
+                raise DataError(f"{url}: {S3_FATAL[code]}") from None
+            error = f"{code}: {err.response.get('Error', {}).get('Message', '')}"
+        except (BotoCoreError, OSError) as err:   # no connection, a timeout, a stream cut short
+            error = " ".join(str(err).split())
+        if attempt < S3_TRIES:
+            wait = S3_BACKOFF_S * 2 ** (attempt - 1)
+            log.warning("%s: try %d of %d failed (%s); again in %.1f s", url, attempt, S3_TRIES, error[:200], wait)
+            time.sleep(wait)
+    endpoint = client.meta.endpoint_url
+    raise DataError(f"cannot fetch {url} from {endpoint} after {S3_TRIES} tries: {error[:300]}")
 
 
 def is_url(root: str) -> bool:
@@ -91,12 +163,9 @@ class ShardStore:
                 raise DataError(f"{path}: not found; data.format=webdataset needs a folder written by "
                                 "prepare.py --format webdataset")
             return path.read_bytes()
-        url = file_url(self.root, name)
-        try:
-            with wds.gopen(url, "rb") as stream:
-                return stream.read()
-        except (OSError, ValueError) as err:    # gopen: a missing file, a failed curl/pipe, a bad scheme
-            raise DataError(f"cannot fetch {url}: {' '.join(str(err).split())[:300]}") from None
+        buffer = io.BytesIO()
+        copy_url(file_url(self.root, name), buffer)
+        return buffer.getvalue()
 
     def path(self, name: str) -> Path:
         """A local path holding ``name``: the file itself, or a checked copy in the cache."""
@@ -141,20 +210,17 @@ class ShardStore:
         size, digest = self.expected.get(name, (-1, ""))
         self.make_room(max(size, 0))
         url = file_url(self.root, name)
-        h = hashlib.sha256()
         try:
-            with wds.gopen(url, "rb") as src, open(tmp, "wb") as dst:
-                while block := src.read(1 << 20):
-                    h.update(block)
-                    dst.write(block)
-        except (OSError, ValueError) as err:    # as in fetch_bytes
+            with open(tmp, "wb") as dst:
+                copy_url(url, dst)
+        except BaseException:
             tmp.unlink(missing_ok=True)
-            raise DataError(f"cannot fetch {url}: {' '.join(str(err).split())[:300]}") from None
-        got = tmp.stat().st_size
-        if digest and ((size >= 0 and got != size) or h.hexdigest() != digest):
+            raise
+        got, got_sha = tmp.stat().st_size, sha256_file(tmp)
+        if digest and ((size >= 0 and got != size) or got_sha != digest):
             if self.on_corrupt == "error":
                 tmp.unlink(missing_ok=True)
-                raise DataError(f"{url}: {got} bytes with sha256 {h.hexdigest()[:12]}, the manifest says {size} "
+                raise DataError(f"{url}: {got} bytes with sha256 {got_sha[:12]}, the manifest says {size} "
                                 f"bytes, {digest[:12]}; re-upload it or set data.on_corrupt=skip")
             log.warning("%s: %d bytes, not %d as in the manifest; unreadable samples are skipped", url, got, size)
         self.cache.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from trainkit.config.schema import RecipeError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -39,6 +41,7 @@ def init_distributed(device_choice: str) -> tuple[DistInfo, torch.device]:
     info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
     device = pick_device(device_choice, info.local_rank)
     if world > 1 and not dist.is_initialized():
+        check_restartable()
         backend = "nccl" if device.type == "cuda" else "gloo"
         store = attempt_store(info.rank, world)
         if store is None:
@@ -48,20 +51,63 @@ def init_distributed(device_choice: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def attempt_store(rank: int, world: int) -> "dist.Store | None":
-    """After a torchrun restart (--max-restarts), a store whose keys are this attempt's only.
+SHARE_STORE_OFF = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
-    The restarted workers share the agent's store with the failed attempt, whose keys
-    (the dead peers' addresses) the process group would otherwise read, failing with
-    "Gloo connectFullMesh failed ... Connection refused". None on a first attempt.
+
+def shares_agent_store() -> bool:
+    """Whether torchrun's agents keep one TCP store for every rendezvous round (torch's default)
+    rather than starting a fresh one, hosted by the new rank 0 worker, for each round."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
+def check_restartable() -> None:
+    """Refuse, before training, a multi-node torchrun job whose restart would hang.
+
+    With torch's default shared agent store, the store outlives each attempt and still holds the
+    failed attempt's keys, so a restarted attempt needs a key prefix that every node agrees on.
+    Nothing in the workers' environment is one: TORCHELASTIC_RESTART_COUNT counts each node's own
+    restarts, and a membership change does not count as a restart on the other nodes
+    (pytorch/pytorch#108158), so the nodes' new workers look for each other under different keys
+    and wait forever in init_process_group. With TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 every
+    rendezvous round gets a new store on a new port, which is consistent by construction.
+    """
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if nodes > 1 and restarts > 0 and shares_agent_store():
+        raise RecipeError(f"torchrun over {nodes} nodes with --max-restarts {restarts}: set {SHARE_STORE_OFF}=1 in "
+                          "the environment of torchrun on every node (torch's shared rendezvous store keeps the "
+                          "failed attempt's keys, and the restarted workers would wait for each other forever) and "
+                          "use --rdzv-backend c10d (the static backend has no per-round store); docs/distributed.md")
+
+
+def attempt_store(rank: int, world: int) -> "dist.Store | None":
+    """After a torchrun restart (--max-restarts) on one node, a store whose keys are this attempt's only.
+
+    With the shared agent store (torch's default), the restarted workers share the store with the
+    failed attempt, whose keys (the dead peers' addresses) the process group would otherwise read,
+    failing with "Gloo connectFullMesh failed ... Connection refused". On one node every worker has
+    the same TORCHELASTIC_RESTART_COUNT, so it keys the attempt. Across nodes it does not (see
+    check_restartable): there the store is not shared, and env:// starts a fresh one per attempt.
+    None: let env:// do it (a first attempt, or a store that is new for every rendezvous round).
     """
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    if attempt == 0 or "MASTER_ADDR" not in os.environ:
+    if attempt == 0 or "MASTER_ADDR" not in os.environ or not shares_agent_store():
         return None
-    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
-                          is_master=not agent_hosts and rank == 0)
+                          is_master=False)
     return dist.PrefixStore(f"trainkit/attempt{attempt}", store)
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether a collective failed because another process of the job is gone (its node died, or
+    torchrun stopped it): gloo and NCCL report it as a RuntimeError naming the broken connection."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        isinstance(err, getattr(dist, "DistError", ())) or any(s in text for s in PEER_LOST))
+
+
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
+             "NCCL communicator was aborted", "remote process exited")
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from trainkit.config.recipe import load_recipe, recipe_yaml
 from trainkit.sweep.space import Dimension, override
-from trainkit.sweep.study import retried_numbers
+from trainkit.sweep.study import is_surplus, retried_numbers
 
 log = logging.getLogger("trainkit")
 
@@ -34,7 +34,7 @@ def state_text(trial: FrozenTrial, retried: dict[int, int]) -> str:
 
 
 def trial_rows(study: optuna.Study, space: list[Dimension]) -> list[dict]:
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not is_surplus(t)]   # never run: not a trial
     retried = retried_numbers(trials)
     rows = []
     for t in trials:
@@ -74,7 +74,7 @@ def write_tables(study: optuna.Study, space: list[Dimension], out_dir: Path, hea
                  f"{r['wall_s']:.0f}" if r["wall_s"] else "", folder]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     walls = [r["wall_s"] for r in rows if r["wall_s"]]
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    states = [t.state for t in study.get_trials(deepcopy=False) if not is_surplus(t)]
     lines += ["", f"{len(rows)} trials: " + ", ".join(f"{s.name.lower()} {states.count(s)}" for s in TrialState
                                                      if states.count(s)) +
               (f"; trial wall time total {sum(walls):.0f} s, median {statistics.median(walls):.0f} s" if walls else "")]

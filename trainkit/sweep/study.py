@@ -13,10 +13,12 @@ not written a heartbeat for GRACE_S seconds is failed and retried by whichever s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -53,7 +55,27 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{out_dir / 'study.db'}"
 
 
-def open_storage(url: str) -> RDBStorage:
+# The driver module a SQLAlchemy URL imports (postgresql:// means psycopg 3 since SQLAlchemy 2.1) and
+# how to install it.
+DRIVERS = {"psycopg": "pip install 'psycopg[binary]'", "psycopg2": "pip install psycopg2-binary",
+           "pg8000": "pip install pg8000", "MySQLdb": "pip install mysqlclient", "pymysql": "pip install pymysql"}
+CONNECT_TIMEOUT = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql", "mysql+mysqldb",
+                   "mysql+pymysql")    # dialects whose driver takes connect_timeout (seconds)
+
+
+def shown_url(url: str) -> str:
+    """The URL as an error line may show it: the password replaced by ***."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def is_shared(url: str | None) -> bool:
+    """Whether other sweeps may write to this study: any database named with --storage. The default
+    (a SQLite file inside this sweep's own output folder) belongs to this process alone."""
+    return url is not None
+
+
+def open_storage(url: str, grace_s: int = GRACE_S) -> RDBStorage:
+    """The study database; a missing driver or an unreachable server is one error line."""
     kwargs = {}
     if url.startswith("sqlite"):
         # Several sweep threads (--jobs) write to one file; wait for the lock rather than fail.
@@ -61,14 +83,39 @@ def open_storage(url: str) -> RDBStorage:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        # A server that does not answer: fail in seconds, not after the OS's TCP timeout (minutes).
+        timeout = {"connect_args": {"connect_timeout": 10}} if url.split("://")[0] in CONNECT_TIMEOUT else {}
+        kwargs = {"pool_pre_ping": True, **timeout}
+    where = f"--storage {shown_url(url)}"
     try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace_s // 6), grace_period=grace_s,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-    except (ImportError, ValueError) as err:
-        raise RecipeError(f"--storage {url}: {' '.join(str(err).split())}") from None
+    except ImportError as err:
+        module = getattr(err.__cause__, "name", None) or "?"
+        hint = f"; install it with: {DRIVERS[module]}" if module in DRIVERS else ""
+        raise RecipeError(f"{where}: the database driver for {url.split('://', 1)[0]}:// (Python module "
+                          f"{module}) is not installed{hint}") from None
+    except ValueError as err:
+        raise RecipeError(f"{where}: {' '.join(str(err).split())}") from None
     except Exception as err:  # noqa: BLE001 -- drivers raise their own types; any of them is one line
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise RecipeError(f"--storage {url}: cannot open the database: {first}") from None
+        first = next((ln.strip() for ln in str(err).strip().splitlines() if ln.strip()), type(err).__name__)
+        raise RecipeError(f"{where}: cannot open the database: {shown_url(first)}") from None
+
+
+def sampler_seed(seed: int, study: str, worker: str | None) -> int:
+    """The sampler seed of one worker: ``seed`` itself for a sweep alone on its study, else derived
+    from (seed, study, worker) so that workers sharing a study never draw the same sequence (every
+    worker started with the same command would otherwise propose the same parameters)."""
+    if worker is None:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{study}/{worker}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def worker_name() -> str:
+    """This sweep's identity among the workers of a study: host and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def check_same_sweep(study: optuna.Study, identity: dict) -> None:
@@ -138,20 +185,67 @@ def retried_numbers(trials: list[FrozenTrial]) -> dict[int, int]:
 
 
 def counted(trials: list[FrozenTrial]) -> int:
-    """Trials that used up the budget: finished ones, except failures that were re-run."""
+    """Trials that used up the budget: finished ones, except failures that were re-run and trials
+    that found the budget already spent when they started (never run)."""
     retried = retried_numbers(trials)
-    return sum(1 for t in trials if t.state in FINISHED and t.number not in retried)
+    return sum(1 for t in trials if t.state in FINISHED and t.number not in retried and not is_surplus(t))
+
+
+def is_surplus(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get("surplus"))
+
+
+class BudgetSpent(Exception):
+    """This trial started when the study's budget was already taken by other trials; it does not run."""
+
+
+def takes_budget(trial: FrozenTrial, retried: dict[int, int]) -> bool:
+    """Whether ``trial`` holds a place in the budget: running, waiting or finished, except a failure
+    that was re-run (its re-run holds the place) and a surplus trial."""
+    if is_surplus(trial):
+        return False
+    return not (trial.state == TrialState.FAIL and trial.number in retried)
+
+
+def budget_left_for(study: optuna.Study, number: int, budget: int) -> bool:
+    """Whether trial ``number`` is within ``budget``: fewer than ``budget`` trials with lower numbers
+    hold a place. Trial numbers are handed out by the database one at a time, so of several
+    workers creating trials at once exactly the first ``budget`` run, whichever machine they are on."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.number < number and takes_budget(t, retried)) < budget
 
 
 class StopAtBudget:
-    """Optuna callback: stop this sweep once the study holds ``n`` counted trials (all machines)."""
+    """Optuna callback: stop this sweep once the study's budget of ``n`` trials is taken (finished
+    trials, and trials other sweeps are running): it starts no trial beyond the budget."""
 
     def __init__(self, n: int):
         self.n = n
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if counted(study.get_trials(deepcopy=False)) >= self.n:
+        trials = study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
+        if is_surplus(trial) or sum(1 for t in trials if takes_budget(t, retried)) >= self.n:
             study.stop()
+
+
+def wait_for_others(study: optuna.Study, budget: int, poll_s: float) -> bool:
+    """While trials of other workers hold the rest of the budget: wait, failing (and re-queueing) any
+    whose worker stopped sending heartbeats. True when there is a trial for this worker to run
+    (a re-queued one, or a place freed), False when the study holds its ``budget`` finished trials."""
+    while True:
+        optuna.storages.fail_stale_trials(study)    # heartbeat older than the grace period: FAIL + re-queue
+        fail_dead_local_trials(study)
+        requeue_interrupted(study)
+        trials = study.get_trials(deepcopy=False)
+        if counted(trials) >= budget:
+            return False
+        retried = retried_numbers(trials)
+        if any(t.state == TrialState.WAITING for t in trials) or \
+                sum(1 for t in trials if takes_budget(t, retried)) < budget:
+            return True
+        time.sleep(poll_s)
 
 
 # ------------------------------------------------------------------ one trial = one process
@@ -188,8 +282,13 @@ class TrialRunner:
     trials_dir: Path
     slots: Slots
     metric: str
+    budget: int
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if not budget_left_for(trial.study, trial.number, self.budget):
+            # Another worker's trial took the last place between our check and this trial's creation.
+            trial.set_user_attr("surplus", True)
+            raise BudgetSpent(f"trial {trial.number}: the budget of {self.budget} trials is taken; not run")
         params = {dim.key: dim.suggest(trial) for dim in self.space}
         name = f"trial-{trial.number:04d}"
         run_dir = self.trials_dir / name
