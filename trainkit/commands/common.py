@@ -37,7 +37,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEPRECATED: dict[str, dict[str, str]] = {
     "sweep": {"--final-seeds": "--seeds", "--seed": "--sampler-seed"},
     "prepare": {"--seed": "--shuffle-seed"},
-    "ablate": {"--runs-dir": "--out"},
 }
 
 
