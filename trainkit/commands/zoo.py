@@ -143,8 +143,8 @@ def export(args: argparse.Namespace) -> None:
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging()
     args.run(args)
     return 0

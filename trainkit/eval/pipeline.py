@@ -122,17 +122,29 @@ def evaluate_ensemble(members: list[LoadedModel], rule: str, weights: list[float
             "data_root": data_cfg.root, "precision": precision, "rows": rows}
 
 
+def check_split_exists(splits: dict[str, Split], split: str) -> None:
+    """One error line naming the splits the data set has, instead of silently reading the split that stands in
+    for a missing one (a CIFAR card's "val" is its test split)."""
+    if splits[split].name != split:
+        have = [name for name in SPLITS if any(s.name == name for s in splits.values())]
+        raise DataError(f"--split {split}: this data set has no {split} split (it has {', '.join(have)}; its "
+                        f"{split} would be the {splits[split].name} split); give --split {' or '.join(have)}")
+
+
 def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataCfg | None = None,
                    data_root: str | None = None, opts: EvalOptions = EvalOptions(), dist: DistInfo = DistInfo(),
                    device: torch.device = torch.device("cpu"), show_progress: bool | str = "auto",
-                   tta_flip: bool = False, tta_sizes: list[int] | None = None) -> dict:
+                   tta_flip: bool = False, tta_sizes: list[int] | None = None, exact_split: bool = False) -> dict:
     """Evaluate a resolved model on ``split`` (default: the source's own) of ``data`` (default: its own).
 
     ``tta_flip`` / ``tta_sizes``: average softmax over flips and over the eval batch resized to
-    each size (see trainkit.data.multiscale.TTA)."""
+    each size (see trainkit.data.multiscale.TTA). ``exact_split``: the split a person asked for by name
+    must be that split, not the one standing in for it (val read as test on a set without val)."""
     split = split or loaded.split
     data = data or data_of(loaded, data_root)
     splits = open_splits(data, loaded.classes, loaded.spec, loaded.runtime, subset_ok=True)
+    if exact_split:
+        check_split_exists(splits, split)
     subset = restricted_to(loaded, list(splits["train"].classes), data)
     model = loaded.model.to(device)
     if loaded.runtime.channels_last:
