@@ -333,3 +333,51 @@ def test_push_offline_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE is set, so nothing can be uploaded"):
         push_folder(tmp_path, "me/model")
+
+
+# ---------------------------------------------------------------- progress, class names, hparams
+
+def test_decode_shows_a_bar_with_rate_and_eta(image_folder, capsys):
+    from trainkit.config.recipe import DataCfg, EvalCfg
+    from trainkit.data.loaders import decode_split
+    from trainkit.data.sources import imagefolder
+    from trainkit.data.transforms import eval_transform
+    split = imagefolder(DataCfg(name="imagefolder", root=str(image_folder))).splits["train"]
+    images, targets, skipped = decode_split(split, eval_transform(EvalCfg(size=16, crop_pct=1.0)), 16, 3, "error",
+                                            0, show_progress=True)
+    assert images.shape == (36, 3, 16, 16) and skipped == 0
+    err = capsys.readouterr().err
+    assert "decode train (once)" in err and "/36 [" in err and "img/s]" in err   # total, elapsed<ETA, rate
+
+
+def test_reports_name_imagenet_synsets(tmp_path, monkeypatch):
+    from trainkit.eval import pipeline
+    drawn = {}
+    monkeypatch.setattr(pipeline, "write_confusion_png", lambda path, confusion, labels, title: drawn.update(
+        labels=labels))
+    metrics = {"top1": 50.0, "confusion": [[1, 1], [0, 2]], "per_class_recall": [50.0, 100.0],
+               "per_class_precision": [100.0, 66.7], "per_class_f1": [66.7, 80.0]}
+    pipeline.write_report({"model": "m", "split": "val", "classes": ["n01440764", "n03888257"],
+                           "metrics": metrics}, tmp_path)
+    rows = (tmp_path / "per_class.csv").read_text().splitlines()
+    assert rows[0] == "class,name,samples,recall,precision,f1" and rows[1].startswith("n01440764,tench,2,")
+    assert rows[2].startswith("n03888257,parachute,2,") and drawn["labels"] == ["tench", "parachute"]
+    pipeline.write_report({"model": "m", "split": "val", "classes": ["cat", "dog"], "metrics": metrics}, tmp_path)
+    assert (tmp_path / "per_class.csv").read_text().splitlines()[0] == "class,samples,recall,precision,f1"
+    assert drawn["labels"] == ["cat", "dog"]
+
+
+def test_run_has_tensorboard_hparams_and_a_decode_line(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    events = EventAccumulator(str(tiny_run / "tb"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = session.session_start_info.hparams
+    assert hparams["train.seed"].number_value == 1 and hparams["model.name"].string_value == "smallcnn"
+    assert hparams["optim.lr"].number_value > 0
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {"hparam/top1", "hparam/val_top1", "hparam/loss"} <= {m.name.tag for m in experiment.metric_infos}
+    assert "hparam/top1" in events.Tags()["scalars"]
+    assert "decoded train once:" in (tiny_run / "train.log").read_text()

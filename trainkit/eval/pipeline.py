@@ -21,6 +21,7 @@ import torch
 from trainkit.config.recipe import AugmentCfg, DataCfg, RuntimeCfg
 from trainkit.data.loaders import Loader, LoaderSettings, make_loader
 from trainkit.data.multiscale import TTA
+from trainkit.eval.labels import display_names, synset_names
 from trainkit.data.sources import DataError, Split, open_source, resolve_splits
 from trainkit.eval.loop import evaluate
 from trainkit.eval.metrics import format_metrics, write_confusion_csv, write_confusion_png
@@ -196,15 +197,18 @@ def write_report(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     m, classes = report["metrics"], report["classes"]
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    names = synset_names(classes)   # ImageNet synset folders: a readable name column beside the id
+    named = any(names)
     with open(out_dir / "per_class.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["class", "samples", "recall", "precision", "f1"])
-        for i, (name, row) in enumerate(zip(classes, m["confusion"])):
+        writer.writerow(["class", *(["name"] if named else []), "samples", "recall", "precision", "f1"])
+        for i, (cls, row) in enumerate(zip(classes, m["confusion"])):
             values = (m["per_class_recall"][i], m["per_class_precision"][i], m["per_class_f1"][i])
-            writer.writerow([name, sum(row), *("" if v is None else f"{v:.4f}" for v in values)])
+            writer.writerow([cls, *([names[i] or ""] if named else []), sum(row),
+                             *("" if v is None else f"{v:.4f}" for v in values)])
     write_confusion_csv(out_dir / "confusion.csv", m["confusion"], classes)
     title = f"{report['model']} on {report['split']}: top-1 {m['top1']:.2f}%"
-    write_confusion_png(out_dir / "confusion.png", m["confusion"], classes, title)
+    write_confusion_png(out_dir / "confusion.png", m["confusion"], display_names(classes), title)
 
 
 __all__ = ["evaluate_model", "evaluate_card", "evaluate_ensemble", "evaluate_checkpoint", "write_report",
