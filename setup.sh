@@ -18,3 +18,8 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -r requirements.txt
 .venv/bin/python -c "import torch, torchvision, timm; print(f'setup: torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}')"
+# The package itself, editable: the `trainkit` command (trainkit --help) and `import trainkit` from anywhere.
+# (Without network, pip's isolated build cannot fetch setuptools: then build with the venv's own.)
+.venv/bin/python -m pip install -q --no-deps -e . 2>/dev/null \
+  || .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+  || echo "setup: could not install the trainkit command (pip install -e . failed); python train.py ... works without it"

@@ -16,7 +16,8 @@ from trainkit.config.schema import RecipeError
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "trainkit"
 # Lowest first: a module may import its own layer and the layers before it, never one after it.
-LAYERS = ["config", "runtime", "report", "data", "models", "zoo", "eval", "train", "cli", "sweep", "commands"]
+LAYERS = ["config", "runtime", "report", "data", "models", "zoo", "eval", "train", "cli", "sweep", "commands",
+          "__main__"]   # python -m trainkit: the console script, on top of every command
 TORCH_CODE = ("torch", "torchvision", "timm", "numpy", "PIL", "albumentations", "safetensors", "onnx")
 MAX_LOCAL_IMPORTS = 15
 

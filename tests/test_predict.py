@@ -75,20 +75,18 @@ def test_expand_images_folders_globs_stdin_missing(mixed_folder, tmp_path):
 
 
 def test_cli_folder_with_good_broken_and_non_image_files_csv(run, weights, mixed_folder, tmp_path):
-    out = tmp_path / "preds.csv"
-    done = run(weights, "--arch", "resnet20_cifar", mixed_folder, tmp_path / "missing.png", "--topk", "3",
-               "--out", out)
-    assert done.returncode == 1, done.stderr          # some files failed
+    out = tmp_path / "preds"                          # --out is a folder: predictions.csv goes in it
+    done = run(weights, "--arch", "resnet20_cifar", mixed_folder, "--topk", "3", "--out", out)
+    assert done.returncode == 1, done.stderr          # an image failed to decode
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 3 and "Traceback" not in done.stderr
-    assert any("broken.jpg: unreadable image" in w for w in warnings)
-    assert any("notes.txt: not an image" in w for w in warnings)
-    assert any("missing.png: no such file" in w for w in warnings)
+    assert len(warnings) == 1 and "Traceback" not in done.stderr
+    assert "broken.jpg: unreadable image" in warnings[0]
+    # notes.txt is not an image at all: skipped and counted apart from the failed one, not a row
+    assert "4 images (1 failed, 1 non-image file skipped)" in done.stderr
     assert done.stdout == ""                          # --out: rows go to the file, not the terminal
-    with open(out, newline="") as f:
+    with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [Path(r["path"]).name for r in rows] == ["a.jpg", "b_grey.png", "broken.jpg", "notes.txt",
-                                                    "c_rgba.png", "missing.png"]
+    assert [Path(r["path"]).name for r in rows] == ["a.jpg", "b_grey.png", "broken.jpg", "c_rgba.png"]
     assert {r["model"] for r in rows} == {str(weights)} and {r["card"] for r in rows} == {""}
     good = [r for r in rows if not r["error"]]
     assert len(good) == 3
@@ -99,12 +97,19 @@ def test_cli_folder_with_good_broken_and_non_image_files_csv(run, weights, mixed
     assert all(r["label_1"] == "" for r in rows if r["error"])
 
 
+def test_cli_missing_path_is_an_error_not_a_failed_prediction(run, weights, mixed_folder, tmp_path):
+    done = run(weights, "--arch", "resnet20_cifar", mixed_folder, tmp_path / "missing.png")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == f"error: no such file or folder: {tmp_path / 'missing.png'}"
+
+
 def test_cli_json_from_stdin_and_lines(run, weights, mixed_folder, tmp_path):
     good = [mixed_folder / "a.jpg", mixed_folder / "sub" / "c_rgba.png"]
-    out = tmp_path / "preds.json"
+    out = tmp_path / "preds.json"                     # the old --out FILE still works for a release
     done = run(weights, "--arch", "resnet20_cifar", "-", "--topk", "2", "--out", out, "--batch", "1",
                stdin="".join(f"{p}\n" for p in good))
     assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("warning: --out ") and "deprecated" in done.stderr.splitlines()[0]
     data = json.loads(out.read_text())
     assert data["model"] == str(weights) and data["card"] is None and data["arch"] == "resnet20_cifar"
     assert data["images"] == 2 and data["failed"] == 0 and data["topk"] == 2
@@ -143,12 +148,11 @@ def test_tta_averages_over_flips(weights, mixed_folder, tmp_path):
 
 def test_user_errors_are_one_line_exit_2(run, weights, mixed_folder, tmp_path):
     for args in (["zoo:no_such_card", mixed_folder], [weights, mixed_folder],       # weights without --arch
-                 [weights, "--arch", "resnet20_cifar", mixed_folder, "--out", tmp_path / "p.txt"]):
+                 [weights, "--arch", "resnet20_cifar", mixed_folder, "--topk", "0"]):
         done = run(*args)
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert not (tmp_path / "p.txt").exists()
 
 
 def test_imagenet_synsets_get_names():
@@ -174,8 +178,8 @@ def test_predict_top1_equals_evaluate_on_the_same_split(run, tmp_path, monkeypat
     assert run_entry("evaluate.py", ["zoo:cifar10_resnet20", "--data-root", root, "--split", "test", "--out",
                                      report_dir, "--workers", "0"], monkeypatch) == 0
     metrics = json.loads((report_dir / "metrics.json").read_text())["metrics"]
-    out = tmp_path / "preds.csv"
-    done = run("zoo:cifar10_resnet20", root / "test", "--out", out, "--topk", "1", "--batch", "100")
+    out = tmp_path / "preds" / "predictions.csv"
+    done = run("zoo:cifar10_resnet20", root / "test", "--out", out.parent, "--topk", "1", "--batch", "100")
     assert done.returncode == 0, done.stderr
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))

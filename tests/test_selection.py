@@ -79,18 +79,17 @@ def test_without_a_test_split_the_final_figure_is_labelled_val(folders, tmp_path
 def test_greedy_soup_refuses_a_val_split_that_is_test(folders, tmp_path, monkeypatch, capsys):
     paths = [write_checkpoint(tmp_path / f"m{i}.pt", folders["with_test"], i, "data.holdout_fraction=0")
              for i in range(2)]
-    code = run_entry("soup.py", [*paths, "--greedy", "--workers", "0", "--out", tmp_path / "s.pt"], monkeypatch)
+    code = run_entry("soup.py", [*paths, "--greedy", "--workers", "0", "--out", tmp_path / "s"], monkeypatch)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "validates on test" in err[0] and not (tmp_path / "s.pt").exists()
+    assert code == 2 and len(err) == 1 and "validates on test" in err[0] and not (tmp_path / "s").exists()
 
 
 def test_ablation_refuses_a_val_split_that_is_test_before_training(folders, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "ablation.md"
+    out = tmp_path / "ablation"
     code = run_entry("ablate.py", ["recipes/cifar10_resnet20.yaml", f"data.root={folders['with_test']}",
                                    "data.holdout_fraction=0", "data.eval.size=8", "schedule.epochs=1",
                                    "train.global_batch=8", "runtime.workers=0", "--seeds", "0",
-                                   "--step", "ls: loss.label_smoothing=0.1", "--out", out,
-                                   "--runs-dir", tmp_path / "runs"], monkeypatch)
+                                   "--step", "ls: loss.label_smoothing=0.1", "--out", out], monkeypatch)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "validates on the test split" in err[0], err
-    assert not out.exists() and not (tmp_path / "runs").exists()
+    assert not out.exists()

@@ -392,7 +392,8 @@ def test_a_new_upload_under_the_same_url_is_fetched_again(shards, tmp_path, http
         return [(split.blobs[i], int(split.targets[i])) for i in range(len(split))]
     old = read_all(open_source(DataCfg(root=url, format="webdataset"), rt))
     shutil.rmtree(served)
-    python("prepare.py", folder, served, "--format", "webdataset", "--shard-mb", 0.004, "--workers", 0, "--seed", 1)
+    python("prepare.py", folder, served, "--format", "webdataset", "--shard-mb", 0.004, "--workers", 0,
+           "--shuffle-seed", 1)
     new = read_all(open_source(DataCfg(root=url, format="webdataset"), rt))
     assert new == read_all(open_source(DataCfg(root=str(served), format="webdataset"))) and new != old
     assert sorted(new) == sorted(old)                           # the same images, in another order

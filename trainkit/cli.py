@@ -56,12 +56,13 @@ def log_to_file(path: Path) -> None:
     logging.getLogger().addHandler(handler)
 
 
-def one_line_errors(main: Callable[[], int | None]) -> Callable[[], int]:
-    """Run ``main``; a user error prints ``error: <one line>`` to stderr and exits 2."""
+def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Run ``main`` (with the arguments given, e.g. ``argv``); a user error prints ``error: <one line>`` to
+    stderr and exits 2."""
     @functools.wraps(main)
-    def wrapper() -> int:
+    def wrapper(*args, **kwargs) -> int:
         try:
-            return main() or 0
+            return main(*args, **kwargs) or 0
         except USER_ERRORS as err:
             message = " ".join(str(err).split()) or type(err).__name__
             print(f"error: {message}", file=sys.stderr)

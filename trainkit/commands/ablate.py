@@ -1,18 +1,19 @@
 """Ablation runner: train a base recipe and each cumulative delta over several seeds,
 then write a Markdown table of val top-1 mean ± std, gain per step and time.
 
-    python ablate.py recipes/cifar10_resnet20.yaml data.root=../shared/data/cifar10-jpeg \\
-        --step "mixup: mixup.mixup_alpha=0.2" --step "ema: ema.decay=0.999" --seeds 0 1 --out ablation.md
+    trainkit ablate recipes/cifar10_resnet20.yaml data.root=../shared/data/cifar10-jpeg \\
+        --step "mixup: mixup.mixup_alpha=0.2" --step "ema: ema.decay=0.999" --seeds 0 1 --out runs/ablate-r20
+    (= python ablate.py ...; writes runs/ablate-r20/ablation.md beside the run folders)
 
 Every step's recipe is validated before anything trains. Each run is its own
-``train.py`` process (run folders under --runs-dir). An ablation ranks recipes, so it
+``train.py`` process (run folders under --out). An ablation ranks recipes, so it
 reads val only: each run's val top-1 of its best-on-val checkpoint (summary.json ``val_top1``).
 A step whose val split is the test split (data.holdout_fraction=0) is refused before training.
 
 ``--records results/records`` also writes each run's result record (trainkit.report.records, with the
 ablation id, step and what it adds), which ``python compare.py results`` shows as an ablation table in
-recipes/RESULTS.md. A run whose folder under --runs-dir already holds a summary.json is not trained
-again: rerunning an earlier ablation's command with its --runs-dir and --records records it.
+recipes/RESULTS.md. A run whose folder under --out already holds a summary.json is not trained
+again: rerunning an earlier ablation's command with its --out and --records records it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from trainkit.commands.common import add_shared, new_parser, output_file, parse, recipe_overrides, warn
 from trainkit.cli import RunFailed, one_line_errors, train_once
 from trainkit.config import formats
 from trainkit.config.paths import project_root
@@ -37,20 +39,37 @@ from trainkit.runtime.environment import git_commit
 
 
 
+EXAMPLES = ['trainkit ablate recipes/quickstart.yaml --step "ls: loss.label_smoothing=0.1" '
+            '--step "ema: train.ema_decay=0.999" --seeds 0 1 2 --out runs/ablate-qs',
+            'trainkit ablate recipes/quickstart.yaml data.limit_train=3000 --step "mix: augment.mixup=0.2" '
+            '--seeds 0 --device cpu']
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="base recipe YAML")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every run")
+    p = new_parser(__doc__, EXAMPLES)
+    p.add_argument("recipe", help="base recipe YAML; key.path=value overrides (applied to every run) go anywhere")
     p.add_argument("--step", action="append", default=[], metavar='"NAME: key=value ..."',
                    help="one cumulative delta (repeat, in order)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--out", type=Path, default=Path("ablation.md"), help="Markdown table to write")
-    p.add_argument("--runs-dir", type=Path, help="where the run folders go (default: runs/ablate-<recipe>)")
+    add_shared(p, "seeds", "out", "data_root", "device", "precision", defaults={"seeds": [0, 1]},
+               help={"seeds": "seeds each step is trained with (default 0 1)",
+                     "out": "folder for the run folders and ablation.md (default runs/ablate-<recipe>-<time>)",
+                     "data_root": "data.root of every run", "device": "runtime.device of every run",
+                     "precision": "train.precision of every run"})
+    p.add_argument("--runs-dir", type=Path, help=argparse.SUPPRESS)   # deprecated: --out is the folder
     p.add_argument("--records", type=Path, metavar="DIR",
                    help="also write each run's result record under DIR (e.g. results/records)")
     p.add_argument("--name", help="the ablation's id in its records (default: the recipe's name)")
     p.add_argument("--allow-dirty", action="store_true", help="with --records: as compare.py record --allow-dirty")
-    return p.parse_args(argv)
+    args = parse(p, argv, "ablate")
+    args.overrides = recipe_overrides(args, "data_root", "device", "precision")
+    if args.runs_dir is not None:
+        warn("--runs-dir is deprecated and goes away in the next release; --out DIR holds the run folders and "
+             "ablation.md")
+    default_dir = project_root() / "runs" / f"ablate-{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    table_only = args.out is not None and args.out.suffix.lower() == ".md"   # the old --out FILE.md
+    args.runs_dir = args.runs_dir or (args.out if args.out is not None and not table_only else default_dir)
+    args.table = output_file(args.out, "ablation.md", (".md",), default_dir=args.runs_dir)
+    return args
 
 
 def check_steps(recipe_path: str, plan: list) -> None:
@@ -68,30 +87,29 @@ def check_steps(recipe_path: str, plan: list) -> None:
 
 
 def check_reused(summary: Path, expected_hash: str) -> dict:
-    """The summary of a finished run in --runs-dir, reused only when it trained exactly this step's recipe."""
+    """The summary of a finished run in the --out folder, reused only when it trained exactly this step's recipe."""
     try:
         data = formats.read(summary, formats.SUMMARY)
     except formats.FormatError as err:   # a half-written or foreign file
-        raise RecipeError(f"{' '.join(str(err).split())}; remove that run folder or give another --runs-dir") \
+        raise RecipeError(f"{' '.join(str(err).split())}; remove that run folder or give another --out folder") \
             from None
     found = data.get("recipe_hash")
     if found != expected_hash:
         raise RecipeError(f"{summary.parent}: a finished run of another recipe (hash {found}, this step's is "
-                          f"{expected_hash}); give another --runs-dir or remove it")
+                          f"{expected_hash}); give another --out folder or remove it")
     return data
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     steps = [parse_step(s) for s in args.step]
     plan = cumulative(args.overrides, steps)
     check_steps(args.recipe, plan)
     problem = commit_problem(git_commit()) if args.records and not args.allow_dirty else None
     if problem:   # before hours of training, not at the first record
         raise RecipeError(f"--records: {problem}; commit first, or give --allow-dirty (records are then marked)")
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    runs_dir = args.runs_dir or project_root() / "runs" / f"ablate-{Path(args.recipe).stem}-{stamp}"
+    runs_dir = args.runs_dir
     results: list[StepResult] = []
     hardware = "?"
     for i, (step, overrides) in enumerate(plan):
@@ -130,8 +148,9 @@ def main() -> int:
                   f"seeds {args.seeds}; val top-1 of each run's best-on-val checkpoint (val only: an "
                   f"ablation ranks recipes, so it never reads test); "
                   f"torch {torch.__version__}; {hardware}.")
-        args.out.write_text(markdown_table(results, seeds=args.seeds, header=header))   # after every step
-    print(args.out.read_text())
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        args.table.write_text(markdown_table(results, seeds=args.seeds, header=header))   # after every step
+    print(args.table.read_text())
     return 0
 
 

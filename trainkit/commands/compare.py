@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from trainkit.config.paths import project_relative
+from trainkit.commands.common import new_parser, parse
 from trainkit.report.records import (RECORDS_DIR, group_records, record_from_run, records_from_runs,
                                      ungrouped, write_record)
 from trainkit.report.results import NOT_RUN, RESULTS_MD, results_text
@@ -37,8 +38,14 @@ from trainkit.report.table import TableError, to_csv, to_markdown, write_tables
 SUBCOMMANDS = ("record", "results")
 
 
+EXAMPLES = ["trainkit compare runs/ --out results/table          # every run folder under runs/, one table",
+            "trainkit compare runs/a runs/b --sort loss --no-group --no-charts",
+            "trainkit compare record runs/a --variant budget     # a result record (results/records/)",
+            "trainkit compare results --check                    # is recipes/RESULTS.md up to date?"]
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, EXAMPLES)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                    help="run folders, or folders to search for run folders (their summary.json)")
     p.add_argument("--out", type=Path, default=Path("results/table"), help="folder for the tables and charts")
@@ -48,12 +55,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="fold runs that differ only in train.seed into one row (mean ± std, n); "
                         "--no-group lists every run")
     p.add_argument("--no-charts", action="store_true", help="tables only (no matplotlib)")
-    return p.parse_args(argv)
+    return parse(p, argv, "compare", overrides=False)
 
 
 def parse_sub(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="compare.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, EXAMPLES)
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="run folders -> result records (results/records/<data set>/)")
     rec.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
@@ -67,7 +73,7 @@ def parse_sub(argv: list[str]) -> argparse.Namespace:
     res.add_argument("--notes", type=Path, default=NOT_RUN)
     res.add_argument("--out", type=Path, default=RESULTS_MD)
     res.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is stale")
-    return p.parse_args(argv)
+    return parse(p, argv, "compare", overrides=False)
 
 
 def run_sub(args: argparse.Namespace) -> int:

@@ -5,9 +5,9 @@ weights file with ``--arch``.
 Every source goes through one evaluation pipeline (trainkit.eval.pipeline) with the source's own
 defaults: a run's eval preprocessing, classes, eval batch, workers and precision; a card's
 preprocessing with batch 500, 2 workers and fp32. Prints top-1/top-5/loss/ECE and writes
-metrics.json, per_class.csv, confusion.csv and confusion.png (default: <run folder>/eval/<split>-<checkpoint>/,
-for other models runs/model-eval/<name>-<split>/). ``--update-card`` writes the measured
-top-1/top-5 into a zoo card, with the date, hardware and this command.
+metrics.json, per_class.csv, confusion.csv and confusion.png (default: <run folder>/eval/<split>-<checkpoint>/;
+zoo cards runs/zoo-eval/<card>-<split>/; other models runs/model-eval/<name>-<split>/). ``--update-card``
+writes the measured top-1/top-5 into a zoo card, with the date, hardware and this command.
 
 Ensembles: ``python evaluate.py --ensemble A B C [--combine mean_logits|mean_probs|weighted|vote]
 [--weights ...]`` with members given as any hub spec (weights files with --arch), or
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 
+from trainkit.commands.common import add_shared, new_parser, parse
 from trainkit.cli import one_line_errors, setup_logging
 from trainkit.config.registry import COMBINE_RULES
 from trainkit.config.schema import RecipeError
@@ -40,18 +41,28 @@ from trainkit.runtime.environment import hardware_description
 from trainkit.zoo import cards
 
 
+EXAMPLES = ["trainkit evaluate runs/quickstart-20250101-120000 --split val",
+            "trainkit evaluate zoo:cifar10_resnet20 --data-root ../shared/data/cifar10-jpeg   # -> runs/zoo-eval/",
+            "trainkit evaluate timm:resnet18.a1_in1k --data-root ../shared/data/imagenette-dev --split val "
+            "--out runs/r18",
+            "trainkit evaluate --ensemble runs/a runs/b --combine mean_probs   # -> runs/ensemble-eval/"]
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, EXAMPLES)
     p.add_argument("path", nargs="?", help="run folder, checkpoint, zoo:<id> (a model or ensemble card), "
                                            "timm:<name> or a weights file (with --arch)")
-    p.add_argument("--split", choices=SPLITS, help="default: test (zoo models: the card's split)")
+    p.add_argument("--split", choices=SPLITS, help="default: test (zoo models: the card's split); a split the data "
+                   "set does not have is an error naming the ones it has")
     p.add_argument("--checkpoint", choices=("best", "last"), help="run folders: which checkpoint (default: best)")
-    p.add_argument("--data-root", help="override data.root (the data set moved)")
     p.add_argument("--batch", type=int, help="eval batch (default: the source's)")
     p.add_argument("--workers", type=int, help="loader workers (default: the source's)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: the source's")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--out", type=Path, help="report folder")
+    add_shared(p, "data_root", "precision", "device", "out",
+               help={"data_root": "override data.root (the data set moved; zoo cards: where their data set is)",
+                     "precision": "default: the source's",
+                     "out": "report folder (default: <run folder>/eval/<split>-<checkpoint>/ for runs, "
+                            "runs/zoo-eval/<card>-<split>/ for zoo cards, runs/ensemble-eval/<name>-<split>/ for "
+                            "ensembles, runs/model-eval/<name>-<split>/ for timm: models and weights files)"})
     p.add_argument("--update-card", action="store_true", help="zoo cards: write the measured metrics into the card")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--ensemble", nargs="+", metavar="MODEL", help="evaluate these models and their ensemble")
@@ -64,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over horizontal flips")
     p.add_argument("--tta-sizes", type=int, nargs="+", metavar="PX",
                    help="also average over the eval batch resized to each of these sizes (multi-scale TTA)")
-    args = p.parse_args(argv)
+    args = parse(p, argv, "evaluate", overrides=False)
     if not args.path and not args.ensemble:
         p.error("give a run folder, checkpoint or zoo:<id>, or --ensemble MODEL [MODEL ...]")
     return args
@@ -105,7 +116,7 @@ def evaluate_one(args: argparse.Namespace) -> int:
         refuse_inapplicable(args, kind)
         report = evaluate_model(loaded, split=args.split, data_root=args.data_root, dist=dist, device=device,
                                 opts=EvalOptions(args.batch, args.workers, args.precision),
-                                tta_flip=args.tta, tta_sizes=args.tta_sizes)
+                                tta_flip=args.tta, tta_sizes=args.tta_sizes, exact_split=args.split is not None)
         if dist.is_main:
             out = args.out or default_out(loaded, report, args, kind)
             write_report(report, out)
@@ -183,8 +194,8 @@ def evaluate_ensemble_cli(args: argparse.Namespace, kind: str) -> int:
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(threads=args.threads)
     kind = kind_of(args)
     if kind in ("ensemble", "ensemble_card"):

@@ -13,13 +13,16 @@ import sys
 from pathlib import Path
 
 from trainkit.config.paths import project_root
+from trainkit.commands.common import new_parser, parse
 from trainkit.report.imbalance import tables_markdown
 from trainkit.report.records import RECORDS_DIR, RecordError, read_records, record_from_run, write_record
 
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, ["trainkit imbalance-table table                       # records -> "
+                             "results/cifar10_lt/table.md",
+                             "trainkit imbalance-table record runs/lt-* --out results/records"])
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="run folders -> records")
     rec.add_argument("runs", nargs="+", type=Path)
@@ -29,7 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     tab.add_argument("folder", type=Path, nargs="?", default=RECORDS_DIR / "cifar10-jpeg-lt",
                      help="the long-tailed data set's records")
     tab.add_argument("--out", type=Path, default=project_root() / "results" / "cifar10_lt" / "table.md")
-    return p.parse_args(argv)
+    return parse(p, argv, "imbalance-table", overrides=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Save a PNG grid of augmented training samples, exactly as the recipe's training loader
 makes them (crop, flip, policy, jitter, albumentations, random erasing, mixup/cutmix,
-multi-scale): ``python show_augment.py recipes/x.yaml [key=value ...] --out grid.png``.
+multi-scale): ``trainkit show-augment recipes/x.yaml [key=value ...] --out DIR``.
 
 The first batch of the chosen epoch is drawn from a seeded subset of the training
 split (``--count`` images), un-normalised with the recipe's mean/std.
@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid, save_image
 
 from trainkit.cli import one_line_errors, setup_logging
+from trainkit.commands.common import add_shared, new_parser, output_file, parse, recipe_overrides
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader
 from trainkit.data.mixup import Mixup
@@ -25,15 +25,20 @@ from trainkit.data.sources import prepare_data
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="recipe YAML file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. data.root=...")
-    p.add_argument("--out", type=Path, default=Path("augment_grid.png"), help="PNG file to write")
+    p = new_parser(__doc__, ["trainkit show-augment recipes/quickstart.yaml --out runs/augment --count 16",
+                             "trainkit show-augment recipes/cifar10_resnet20.yaml "
+                             "--data-root ../shared/data/cifar10-jpeg "
+                             "augment.mixup=0.5"])
+    p.add_argument("recipe", help="recipe YAML file; key.path=value overrides go anywhere")
+    add_shared(p, "out", "data_root", help={"out": "folder the grid augment_grid.png goes in (default: here)"})
     p.add_argument("--count", type=int, default=64, help="images in the grid")
     p.add_argument("--epoch", type=int, default=0, help="which epoch's augmentation (mixup off_epoch applies)")
     p.add_argument("--no-mix", action="store_true", help="leave mixup/cutmix out")
     p.add_argument("--scale", type=int, default=2, help="upscale each image by this factor (small images)")
-    return p.parse_args(argv)
+    args = parse(p, argv, "show-augment")
+    args.overrides = recipe_overrides(args, "data_root")
+    args.out = output_file(args.out, "augment_grid.png", (".png", ".jpg"))
+    return args
 
 
 def denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
@@ -43,8 +48,8 @@ def denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.T
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(quiet=True)
     if args.count < 1:
         raise RecipeError(f"--count: must be >= 1, got {args.count}")

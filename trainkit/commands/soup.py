@@ -1,11 +1,11 @@
 """Average checkpoints of one architecture into a model soup:
-``python soup.py runs/a runs/b runs/c [--greedy] [--recompute-bn N] --out soup.pt``.
+``trainkit soup runs/a runs/b runs/c [--greedy] [--recompute-bn N] --out DIR`` (writes DIR/soup.pt).
 
 Uniform (default): the mean of every checkpoint. ``--greedy``: candidates sorted by their
 own held-out top-1 (the recipe's val split); each joins only if the soup's held-out top-1
 does not drop. ``--recompute-bn N``: re-estimate BatchNorm statistics on N training
 batches (for every trial soup when greedy). The output is a trainkit checkpoint:
-``python evaluate.py soup.pt`` evaluates it on test.
+``trainkit evaluate DIR/soup.pt`` evaluates it on test.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 
 from trainkit.runtime.checkpoint import save_atomic
+from trainkit.commands.common import add_shared, new_parser, output_file, parse
 from trainkit.cli import one_line_errors, setup_logging
 from trainkit.runtime.distributed import pick_device
 from trainkit.eval.soup import average_state_dicts, greedy_soup, load_candidates, soup_checkpoint, soup_context
@@ -25,25 +25,29 @@ log = logging.getLogger("trainkit")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, ["trainkit soup runs/a runs/b runs/c --out runs/soup-abc   # writes soup.pt",
+                             "trainkit soup runs/a runs/b --greedy --recompute-bn 20 --data-root ../shared/data/x "
+                             "--out runs/soup-greedy"])
     p.add_argument("checkpoints", nargs="+", help="run folders (their best.pt) or checkpoint files")
     p.add_argument("--greedy", action="store_true", help="greedy soup on held-out top-1 (default: uniform)")
     p.add_argument("--recompute-bn", type=int, default=0, metavar="N", help="re-estimate BatchNorm on N train batches")
-    p.add_argument("--out", type=Path, required=True, help="the soup checkpoint to write")
-    p.add_argument("--data-root", help="override data.root (the data set moved)")
+    add_shared(p, "out", "data_root", "device", help={"out": "folder for the soup checkpoint soup.pt",
+                                                      "data_root": "override data.root (the data set moved)"})
     p.add_argument("--batch", type=int, help="eval batch (default: the run's)")
     p.add_argument("--workers", type=int, help="loader workers (default: the run's)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    args = p.parse_args(argv)
+    args = parse(p, argv, "soup", overrides=False)
+    if args.out is None:
+        p.error("give --out DIR, the folder for soup.pt")
+    args.out = output_file(args.out, "soup.pt", (".pt", ".pth"))
     if args.recompute_bn < 0:
         p.error("--recompute-bn: a number of batches >= 0")
     return args
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(threads=args.threads)
     ckpts = load_candidates(args.checkpoints)
     states = [c["model"] for c in ckpts]

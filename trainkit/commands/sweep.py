@@ -1,7 +1,7 @@
 """Hyper-parameter search over a recipe with Optuna; the study survives restarts.
 
-    python sweep.py recipes/quickstart.yaml --space recipes/sweeps/quickstart.yaml --trials 16 \\
-        data.limit_train=10000 schedule.epochs=3
+    trainkit sweep recipes/quickstart.yaml --space recipes/sweeps/quickstart.yaml --trials 16 \\
+        data.limit_train=10000 schedule.epochs=3        (= python sweep.py ...)
 
 Each trial is a real training run (its own run folder under OUT/trials/) whose per-epoch val
 metric (train.best_metric, top-1 by default) goes to the pruner; the search selects on val only
@@ -27,6 +27,7 @@ from pathlib import Path
 import optuna
 
 from trainkit.cli import RunFailed, one_line_errors, setup_logging, train_once
+from trainkit.commands.common import add_shared, new_parser, parse, recipe_overrides
 from trainkit.config.recipe import load_recipe
 from trainkit.config.registry import Registry
 from trainkit.config.schema import RecipeError
@@ -85,10 +86,15 @@ PRUNERS.register("hyperband")(lambda epochs, startup, warmup: optuna.pruners.Hyp
 PRUNERS.register("none")(lambda epochs, startup, warmup: optuna.pruners.NopPruner())
 
 
+EXAMPLES = ["trainkit sweep recipes/quickstart.yaml --space recipes/sweeps/quickstart.yaml --trials 16 "
+            "data.limit_train=10000",
+            "trainkit sweep recipes/quickstart.yaml --space recipes/sweeps/quickstart.yaml --trials 8 --out runs/sw "
+            "--final-test retrain --seeds 0 1 2 --device cpu"]
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="base recipe YAML")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every trial")
+    p = new_parser(__doc__, EXAMPLES)
+    p.add_argument("recipe", help="base recipe YAML; key.path=value overrides (applied to every trial) go anywhere")
     p.add_argument("--space", required=True, help="search space YAML (see recipes/sweeps/)")
     p.add_argument("--trials", type=int, required=True,
                    help="finished trials the study should hold (complete, pruned or failed; interrupted ones "
@@ -99,25 +105,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prune-warmup-epochs", type=int, default=0, help="median: epochs before pruning may start")
     p.add_argument("--storage", help="SQLAlchemy URL of the study database (default sqlite:///OUT/study.db)")
     p.add_argument("--study", help="study name (default: <recipe>-<space> file stems)")
-    p.add_argument("--out", type=Path, help="output folder (default runs/sweeps/<study>)")
     p.add_argument("--jobs", type=int, default=1, help="trials at once on this machine (CPU threads split)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="sampler seed; with --storage, each worker samples with a seed derived from it, the "
-                        "study and --worker, so workers started with the same command never repeat each other")
+    p.add_argument("--sampler-seed", type=int, default=0,
+                   help="sampler seed (was --seed); with --storage, each worker samples with a seed derived from "
+                        "it, the study and --worker, so workers started with the same command never repeat each other")
     p.add_argument("--worker", help="this sweep's name among the workers of a shared study (default HOST-PID)")
     p.add_argument("--heartbeat-grace-s", type=int, default=GRACE_S,
                    help="a trial whose sweep wrote no heartbeat for this long is failed and re-run by another "
                         "worker of the study")
     p.add_argument("--final-test", choices=("eval", "retrain"), nargs="?", const="eval",
                    help="after the search: evaluate the best trial's checkpoint on test (eval), or retrain the "
-                        "best recipe and the base recipe for --final-seeds and report val and test (retrain)")
-    p.add_argument("--final-seeds", type=int, nargs="+", default=[0, 1])
-    args = p.parse_args(argv)
+                        "best recipe and the base recipe for --seeds and report val and test (retrain)")
+    add_shared(p, "data_root", "out", "seeds", "device", "precision", defaults={"seeds": [0, 1]},
+               help={"out": "the sweep's folder (default runs/sweeps/<study>)",
+                     "seeds": "--final-test retrain: the seeds each recipe is retrained with (default 0 1; "
+                              "was --final-seeds)",
+                     "data_root": "data.root of every trial", "device": "runtime.device of every trial",
+                     "precision": "train.precision of every trial"})
+    args = parse(p, argv, "sweep")
+    args.overrides = recipe_overrides(args, "data_root", "device", "precision")
+    args.final_seeds = args.seeds
     for name in ("trials", "jobs", "heartbeat_grace_s"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if any("=" not in o for o in args.overrides):
-        p.error(f"overrides are key.path=value, got {next(o for o in args.overrides if '=' not in o)!r}")
     return args
 
 
@@ -133,8 +143,8 @@ def check_splits(recipe_path: str, overrides: list[str], final_test: str | None)
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging()
     # Heartbeats, retries and matplotlib plots are "experimental" in Optuna; one warning each per run is noise.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -150,9 +160,10 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = is_shared(args.storage)
     worker = (args.worker or worker_name()) if shared else None
-    seed = sampler_seed(args.seed, name, worker)
+    seed = sampler_seed(args.sampler_seed, name, worker)
     if shared:
-        log.info("worker %s: sampler seed %d (from --seed %d, the study and the worker)", worker, seed, args.seed)
+        log.info("worker %s: sampler seed %d (from --sampler-seed %d, the study and the worker)", worker, seed,
+                 args.sampler_seed)
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction="minimize" if metric.endswith("loss") else "maximize",
                                 sampler=make_sampler(args.sampler, space, args.trials, seed, shared or args.jobs > 1),

@@ -1,4 +1,4 @@
-"""Train any recipe: ``python train.py recipes/x.yaml [key.path=value ...]``.
+"""Train any recipe: ``trainkit train recipes/x.yaml [key.path=value ...]`` (= ``python train.py ...``).
 
 Also ``--resume <run folder or checkpoint>``, ``--resume auto`` (continue the run folder
 named by runtime.run_name when it has a checkpoint, else start it) and ``--print`` (resolved recipe and
@@ -16,6 +16,7 @@ import torch
 
 from trainkit.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 from trainkit.cli import log_to_file, one_line_errors, setup_logging
+from trainkit.commands.common import add_shared, new_parser, parse, recipe_overrides
 from trainkit.config.schema import RecipeError
 from trainkit.runtime.distributed import cleanup, init_distributed, peer_lost
 from trainkit.runtime.faults import newest_valid_checkpoint
@@ -28,20 +29,30 @@ from trainkit.train.trainer import Trainer, plan_for, run_folder, seed_everythin
 log = logging.getLogger("trainkit")
 
 
+EXAMPLES = ["trainkit train recipes/quickstart.yaml",
+            "trainkit train recipes/quickstart.yaml --print data.limit_train=100   # overrides anywhere",
+            "trainkit train recipes/cifar10_resnet20.yaml --data-root ../shared/data/cifar10-jpeg --seeds 1 "
+            "--out runs/mine",
+            "trainkit train --resume runs/quickstart-20250101-120000"]
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("items", nargs="*", metavar="RECIPE [key=value ...]",
-                   help="a recipe YAML file, then dotted overrides such as optim.lr=0.05")
+    p = new_parser(__doc__, EXAMPLES)
+    p.add_argument("recipe", nargs="?", metavar="RECIPE", help="a recipe YAML file; key.path=value overrides "
+                   "(e.g. optim.lr=0.05) go anywhere on the line")
     p.add_argument("--resume", metavar="PATH|auto",
                    help="checkpoint, or run folder (its newest loadable checkpoint) to continue from; auto: the "
                         "run folder runtime.out_dir/runtime.run_name if it has one, else a fresh run there "
                         "(the same command line then survives restarts, e.g. torchrun --max-restarts)")
     p.add_argument("--print", action="store_true", dest="print_only",
                    help="print the resolved recipe and plan, then exit without training")
-    args = p.parse_args(argv)
-    items = list(args.items)
-    args.recipe = items.pop(0) if items and "=" not in items[0] else None
-    args.overrides = items
+    add_shared(p, "data_root", "out", "seeds", "device", "precision",
+               help={"out": "folder the run folder goes in (runtime.out_dir)", "seeds": "the run's seed "
+                     "(train.seed; one)", "device": "runtime.device", "precision": "train.precision"})
+    args = parse(p, argv, "train")
+    args.overrides = recipe_overrides(args, "data_root", "out", "seeds", "device", "precision")
+    if args.recipe is not None and "=" in args.recipe:   # e.g. a path with '=' that is not a dotted key
+        p.error(f"{args.recipe!r}: give the recipe file first, or overrides as key.path=value")
     if args.recipe is None and not args.resume:
         p.error("give a recipe file (e.g. recipes/quickstart.yaml) or --resume PATH")
     if args.resume == "auto" and args.recipe is None:
@@ -71,8 +82,8 @@ def load_for_run(args: argparse.Namespace):
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging()
     recipe, ckpt_path = load_for_run(args)
     dist, device = init_distributed(recipe.runtime.device)

@@ -27,6 +27,7 @@ from trainkit.cli import one_line_errors, setup_logging
 from trainkit.config.schema import RecipeError
 from trainkit.data.loaders import LoaderSettings, make_loader
 from trainkit.train.plan import batch_split
+from trainkit.commands.common import add_shared, new_parser, output_file, parse, recipe_overrides
 from trainkit.config.recipe import Recipe, load_recipe
 from trainkit.data.sources import prepare_data
 
@@ -34,8 +35,11 @@ log = logging.getLogger("trainkit")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("items", nargs="+", metavar="RECIPE [key=value ...]")
+    p = new_parser(__doc__, ["trainkit tune-loader recipes/quickstart.yaml --workers 0 2 --batches 5 --repeats 1",
+                             "trainkit tune-loader recipes/cifar10_resnet20.yaml "
+                             "--data-root ../shared/data/cifar10-jpeg "
+                             "--out recipes/_base/runtime"])
+    p.add_argument("recipe", metavar="RECIPE", help="recipe YAML file; key.path=value overrides go anywhere")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2, 4])
     p.add_argument("--prefetch", type=int, nargs="+", default=[2, 4], help="prefetch_factor (workers > 0)")
     p.add_argument("--pin", choices=("false", "true"), nargs="+", help="pin_memory (default: both with CUDA, "
@@ -44,10 +48,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=20, help="timed batches per combination (after one warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="rounds over all combinations; the median counts")
     p.add_argument("--world", type=int, default=1, help="processes the run will use (for batch validity)")
-    p.add_argument("--out", type=Path, help="where to write the runtime fragment (default: <recipe>-runtime.yaml "
-                   "in the current folder)")
-    args = p.parse_args(argv)
-    args.recipe, args.overrides = args.items[0], args.items[1:]
+    add_shared(p, "out", "data_root", "device",
+               help={"out": "folder for the runtime fragment <recipe>-runtime.yaml (default: here)"})
+    args = parse(p, argv, "tune-loader")
+    args.overrides = recipe_overrides(args, "data_root", "device")
+    args.out = output_file(args.out, f"{Path(args.recipe).stem}-runtime.yaml", (".yaml", ".yml"))
     return args
 
 
@@ -95,8 +100,8 @@ def check_batch(recipe: Recipe, batch: int, world: int) -> str | None:
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.runtime.threads:
@@ -128,7 +133,8 @@ def main() -> int:
         print(f"| {r['per_device_batch']} | {r['workers']} | {r['prefetch_factor']} | "
               f"{str(r['pin_memory']).lower()} | {r['img_per_s']:.0f} | {r['min']:.0f}-{r['max']:.0f} |")
     best = {k: rows[0][k] for k in ("per_device_batch", "workers", "prefetch_factor", "pin_memory")}
-    out = args.out or Path(f"{Path(args.recipe).stem}-runtime.yaml")
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# tune_loader.py on {device} ({torch.get_num_threads()} threads): fastest of {len(rows)} "
               f"combinations, median {rows[0]['img_per_s']:.0f} img/s on the per-sample path.\n"
               "# Add this file to the recipe's base: list, or pass the keys as runtime.* overrides.\n")

@@ -1,4 +1,8 @@
-"""The model zoo's maintenance commands (cards live in zoo/, one YAML per model).
+"""The model zoo (cards live in zoo/, one YAML per model): list and show cards, import, export, publish.
+
+  trainkit zoo list [WORD]                               # a table of the cards (= python zoo.py list)
+  trainkit zoo show zoo:cifar10_resnet20                 # one card
+  trainkit zoo export runs/<run> --format timm --out DIR # timm's format: timm.create_model('local-dir:DIR')
 
   python zoo.py import akamaster ../shared/weights/cifar10-resnet/resnet20-12fca82f.th \
       --id cifar10_resnet20 --arch resnet20_cifar      # write a card (metrics: see below)
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from trainkit.commands.common import add_shared, new_parser, parse
 from trainkit.cli import one_line_errors, setup_logging
 from trainkit.config.paths import project_root
 from trainkit.config.schema import RecipeError
@@ -37,12 +42,34 @@ from trainkit.zoo.imports import PRESET_ARGS, PRESETS, import_card, measure_prep
 from trainkit.report.results import write_results
 from trainkit.runtime.environment import hardware_description
 from trainkit.zoo.publish import MAX_WEIGHTS_MB, find_record, publish, weights_dir
+from trainkit.zoo.listing import card_text, zoo_table
 from trainkit.zoo.readme import write_readme
+from trainkit.zoo.timm_export import export_timm, push_folder
+
+
+EXAMPLES = ["trainkit zoo list                 # every card: name, arch, data set, top-1, params, size, license",
+            "trainkit zoo list lite            # the EfficientNet-Lite cards",
+            "trainkit zoo show zoo:cifar10_resnet20",
+            "trainkit zoo export runs/my-run --format timm --out exports/my-model",
+            "trainkit zoo import akamaster ../shared/weights/cifar10-resnet/resnet20-12fca82f.th --id cifar10_resnet20 "
+            "--arch resnet20_cifar"]
+EXPORT_EXAMPLES = """examples:
+  trainkit zoo export zoo:cifar10_resnet20 --out exports/          # safetensors + ONNX
+  trainkit zoo export runs/my-run --format timm --out exports/my-model
+  trainkit zoo export runs/my-run --format timm --out exports/my-model --push me/my-model"""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = new_parser(__doc__, EXAMPLES)
+    sub = p.add_subparsers(dest="command", required=True, metavar="VERB")
+    ls = sub.add_parser("list", help="a table of the cards (name, arch, data set, top-1, params, size, license, "
+                        "source)", description="a table of the zoo's cards; WORD keeps those whose name, "
+                        "architecture, data set or source contains it", epilog="example: trainkit zoo list lite")
+    ls.add_argument("word", nargs="?", metavar="WORD", help="e.g. lite, cifar, resnet (case-insensitive)")
+    ls.set_defaults(run=list_cards)
+    show = sub.add_parser("show", help="print one card", epilog="example: trainkit zoo show zoo:cifar10_resnet20")
+    show.add_argument("name", metavar="NAME", help="zoo:<id> or <id>")
+    show.set_defaults(run=show_card)
     imp = sub.add_parser("import", help="write a card for third-party weights (one declared importer)")
     kinds = imp.add_subparsers(dest="importer", required=True)
     for name in PRESETS.names():
@@ -53,16 +80,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mp = sub.add_parser("measure-preprocessing", help="choose a card's eval preprocessing by measurement")
     mp.set_defaults(run=measure)
     mp.add_argument("card", help="zoo:<id>")
-    mp.add_argument("--data-root", help="default: the card's data set")
+    add_shared(mp, "data_root", help={"data_root": "default: the card's data set"})
     mp.add_argument("--split", default="train", help="never the split the card's metrics are measured on")
     mp.add_argument("--limit", type=int, help="a seeded subset of this many images")
     sub.add_parser("readme", help="regenerate zoo/README.md from the cards").set_defaults(run=readme)
     sub.add_parser("check", help="validate every card and verify its weights' sha256").set_defaults(run=check)
-    exp = sub.add_parser("export", help="export to safetensors and ONNX, checked with onnxruntime")
+    exp = sub.add_parser("export", help="export to ONNX (+ safetensors) or to timm's folder format (--format timm)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXPORT_EXAMPLES)
     exp.set_defaults(run=export)
-    exp.add_argument("source", help="zoo:<id>, a run folder or a trainkit checkpoint")
-    exp.add_argument("--out", type=Path, default=Path("exports"))
-    exp.add_argument("--opset", type=int, default=17)
+    exp.add_argument("source", metavar="RUN", help="a run folder, a trainkit checkpoint or zoo:<id>")
+    exp.add_argument("--format", choices=("onnx", "timm"), default="onnx",
+                     help="onnx: safetensors + ONNX checked with onnxruntime, in OUT/<name>/ (default); timm: "
+                          "config.json + model.safetensors + README.md in OUT itself, loadable with "
+                          "timm.create_model('local-dir:OUT', pretrained=True)")
+    add_shared(exp, "out", help={"out": "output folder (default: exports/ for onnx; required for timm)"})
+    exp.add_argument("--opset", type=int, default=17, help="onnx: the ONNX opset")
+    exp.add_argument("--push", metavar="REPO_ID", help="timm: then upload the folder to the Hugging Face Hub "
+                     "(user/name), as timm's push_to_hf_hub does; needs internet and a login")
     pub = sub.add_parser("publish", help="a card for weights one of our recipes trained (a run folder)")
     pub.set_defaults(run=publish_run)
     pub.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -72,7 +106,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     pub.add_argument("--description", help="default: recipe, variant, seed, epochs, commit")
     pub.add_argument("--max-mb", type=float, default=MAX_WEIGHTS_MB,
                      help=f"refuse weights files larger than this (default {MAX_WEIGHTS_MB:g} MB: they are committed)")
-    return p.parse_args(argv)
+    return parse(p, argv, "zoo", overrides=False)
+
+
+def list_cards(args: argparse.Namespace) -> None:
+    print(zoo_table(args.word))
+
+
+def show_card(args: argparse.Namespace) -> None:
+    print(card_text(args.name), end="")
 
 
 def import_weights(args: argparse.Namespace) -> None:
@@ -137,15 +179,27 @@ def check(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
+    if args.format == "timm":
+        if args.out is None:
+            raise RecipeError("--format timm: give --out DIR, the folder timm loads with 'local-dir:DIR'")
+        folder = export_timm(args.source, args.out)
+        print(f"wrote {folder}/config.json, model.safetensors, README.md; load it with "
+              f"timm.create_model('local-dir:{folder}', pretrained=True)")
+        if args.push:
+            print(f"pushed: {push_folder(folder, args.push)}")
+        return
+    if args.push:
+        raise RecipeError("--push applies to --format timm")
+    out = args.out or Path("exports")
     model, name, input_size, meta = load_for_export(args.source)
-    result = export_model(model, args.out / name, input_size, meta=meta, opset=args.opset)
+    result = export_model(model, out / name, input_size, meta=meta, opset=args.opset)
     print(f"{result['safetensors']}\n{result['onnx']}  (onnxruntime vs PyTorch: max |diff| "
           f"{result['max_abs_diff']:.2e} on {result['batch']} random inputs)")
 
 
 @one_line_errors
-def main() -> int:
-    args = parse_args(sys.argv[1:])
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging()
     args.run(args)
     return 0

@@ -21,6 +21,7 @@ from trainkit.config import formats
 from trainkit.config.recipe import AugmentCfg, DataCfg, RuntimeCfg
 from trainkit.data.loaders import Loader, LoaderSettings, make_loader
 from trainkit.data.multiscale import TTA
+from trainkit.eval.labels import display_names, synset_names
 from trainkit.data.sources import DataError, Split, open_source, resolve_splits
 from trainkit.eval.loop import evaluate
 from trainkit.eval.metrics import format_metrics, write_confusion_csv, write_confusion_png
@@ -122,17 +123,29 @@ def evaluate_ensemble(members: list[LoadedModel], rule: str, weights: list[float
             "data_root": data_cfg.root, "precision": precision, "rows": rows}
 
 
+def check_split_exists(splits: dict[str, Split], split: str) -> None:
+    """One error line naming the splits the data set has, instead of silently reading the split that stands in
+    for a missing one (a CIFAR card's "val" is its test split)."""
+    if splits[split].name != split:
+        have = [name for name in SPLITS if any(s.name == name for s in splits.values())]
+        raise DataError(f"--split {split}: this data set has no {split} split (it has {', '.join(have)}; its "
+                        f"{split} would be the {splits[split].name} split); give --split {' or '.join(have)}")
+
+
 def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataCfg | None = None,
                    data_root: str | None = None, opts: EvalOptions = EvalOptions(), dist: DistInfo = DistInfo(),
                    device: torch.device = torch.device("cpu"), show_progress: bool | str = "auto",
-                   tta_flip: bool = False, tta_sizes: list[int] | None = None) -> dict:
+                   tta_flip: bool = False, tta_sizes: list[int] | None = None, exact_split: bool = False) -> dict:
     """Evaluate a resolved model on ``split`` (default: the source's own) of ``data`` (default: its own).
 
     ``tta_flip`` / ``tta_sizes``: average softmax over flips and over the eval batch resized to
-    each size (see trainkit.data.multiscale.TTA)."""
+    each size (see trainkit.data.multiscale.TTA). ``exact_split``: the split a person asked for by name
+    must be that split, not the one standing in for it (val read as test on a set without val)."""
     split = split or loaded.split
     data = data or data_of(loaded, data_root)
     splits = open_splits(data, loaded.classes, loaded.spec, loaded.runtime, subset_ok=True)
+    if exact_split:
+        check_split_exists(splits, split)
     subset = restricted_to(loaded, list(splits["train"].classes), data)
     model = loaded.model.to(device)
     if loaded.runtime.channels_last:
@@ -184,15 +197,18 @@ def write_report(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     m, classes = report["metrics"], report["classes"]
     formats.write(out_dir / "metrics.json", formats.METRICS, report)
+    names = synset_names(classes)   # ImageNet synset folders: a readable name column beside the id
+    named = any(names)
     with open(out_dir / "per_class.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["class", "samples", "recall", "precision", "f1"])
-        for i, (name, row) in enumerate(zip(classes, m["confusion"])):
+        writer.writerow(["class", *(["name"] if named else []), "samples", "recall", "precision", "f1"])
+        for i, (cls, row) in enumerate(zip(classes, m["confusion"])):
             values = (m["per_class_recall"][i], m["per_class_precision"][i], m["per_class_f1"][i])
-            writer.writerow([name, sum(row), *("" if v is None else f"{v:.4f}" for v in values)])
+            writer.writerow([cls, *([names[i] or ""] if named else []), sum(row),
+                             *("" if v is None else f"{v:.4f}" for v in values)])
     write_confusion_csv(out_dir / "confusion.csv", m["confusion"], classes)
     title = f"{report['model']} on {report['split']}: top-1 {m['top1']:.2f}%"
-    write_confusion_png(out_dir / "confusion.png", m["confusion"], classes, title)
+    write_confusion_png(out_dir / "confusion.png", m["confusion"], display_names(classes), title)
 
 
 __all__ = ["evaluate_model", "evaluate_card", "evaluate_ensemble", "evaluate_checkpoint", "write_report",

@@ -12,24 +12,22 @@ import csv
 import glob
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
-from timm.data import ImageNetInfo
 
 from trainkit.data.loaders import BAD_IMAGE_ERRORS
 from trainkit.data.multiscale import TTA
+from trainkit.eval.labels import synset_names
 from trainkit.data.transforms import Normalize, eval_transform, pil_to_uint8, to_channels
 from trainkit.models import hub
 from trainkit.models.hub import LoadedModel
 from trainkit.runtime.progress import progress
 from trainkit.runtime.distributed import autocast
 
-SYNSET_RE = re.compile(r"^n\d{8}$")
 
 
 @dataclass
@@ -91,14 +89,7 @@ def class_names(loaded: LoadedModel) -> list[str | None]:
     own = getattr(loaded, "class_names", None)   # a card may carry names beside its synset ids
     if own and len(own) == len(classes):
         return [n if n != c else None for n, c in zip(own, classes)]
-    if not classes or not all(SYNSET_RE.match(c) for c in classes):
-        return [None] * len(classes)
-    try:
-        info = ImageNetInfo()   # timm ships the synset -> description table
-        known = dict(zip(info.label_names(), info.label_descriptions()))
-        return [known[c].split(",")[0] if c in known else None for c in classes]
-    except Exception:  # noqa: BLE001 - names are a convenience; the labels stay
-        return [None] * len(classes)
+    return synset_names(classes)
 
 
 # ---------------------------------------------------------------- decoding

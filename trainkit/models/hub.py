@@ -32,6 +32,7 @@ from trainkit.config.registry import MODEL_SOURCES
 from trainkit.models.adapter import InputAdapter
 from trainkit.models.build import check_model_name, create_model
 from trainkit.models.ensemble import Ensemble
+from trainkit.models.timm_hub import weights_access
 from trainkit.models.weights import fit_state_dict, load_mapped, read_state_dict, sizes_of, timm_eval_cfg, \
     unwrap_state_dict
 from trainkit.runtime.checkpoint import FORMAT, CheckpointError, read_weights_file, resolve_checkpoint
@@ -149,7 +150,10 @@ def _from_timm(name: str, want: Want) -> LoadedModel:
         raise CheckpointError(f"{spec}: timm has no pretrained weights under that name "
                               f"(see timm.list_pretrained('{name.split('.')[0]}*'))")
     try:
-        model = timm.create_model(name, pretrained=True)
+        with weights_access(spec, cfg.hf_hub_id, cfg.hf_hub_filename):   # offline: one line in seconds
+            model = timm.create_model(name, pretrained=True)
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - hub, network and cache errors all mean "weights unavailable"
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         where = (f"download it on a machine with internet (huggingface-cli download {cfg.hf_hub_id}) into the "

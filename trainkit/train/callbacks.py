@@ -73,9 +73,35 @@ class RunLogger:
                 writer.writeheader()
             writer.writerow(row)
 
+    def hparams(self, recipe: dict, metrics: dict) -> None:
+        """The run's recipe values and final metrics in TensorBoard's HParams tab (one row per run; point
+        TensorBoard at a sweep's trials/ folder to compare every trial there)."""
+        if self._tb is None:
+            return
+        finals = {f"hparam/{k}": float(v) for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        # run_name ".": the hparams go into this run's own event folder, not a timestamped sub-folder
+        self._tb.add_hparams(flat_hparams(recipe), finals, run_name=".")
+        self._tb.flush()
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def flat_hparams(tree: dict, prefix: str = "") -> dict:
+    """A nested recipe as dotted keys with the values TensorBoard's hparams accept (numbers, strings, bools);
+    lists and None become their text so every key of the recipe is there to filter on."""
+    flat: dict = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
 
 
 class Checkpointer:

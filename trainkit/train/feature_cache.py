@@ -25,6 +25,7 @@ from trainkit.config.recipe import AugmentCfg, DataCfg
 from trainkit.data.loaders import EpochBatches, EpochLoader, LoaderSettings, make_loader
 from trainkit.data.sources import Split
 from trainkit.runtime.distributed import autocast
+from trainkit.runtime.progress import progress
 
 log = logging.getLogger("trainkit")
 
@@ -49,13 +50,16 @@ def backbone_features(model: nn.Module, loader, *, device: torch.device, precisi
     was_training = model.training
     model.eval()   # a frozen backbone's BatchNorm uses its running statistics either way
     feats, targets = [], []
+    bar = progress(total=len(loader), desc="backbone features (once)", unit="batch")   # rate and ETA on a terminal
     try:
         for x, y in loader:
             with autocast(device, precision):
                 f = model.forward_head(model.forward_features(x), pre_logits=True)
             feats.append(f.float())
             targets.append(y)
+            bar.update(1)
     finally:
+        bar.close()
         model.train(was_training)
     return torch.cat(feats), torch.cat(targets)
 
