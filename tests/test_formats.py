@@ -103,8 +103,9 @@ def test_committed_records_and_benchmark_results_load():
 
 # json.loads/json.load of these files anywhere but the formats module would be a second reader: the remaining
 # ones parse other things (data-shard manifests with their own "format" key, a subprocess's stdout line, the
-# sweep worker's report pipe)
+# sweep worker's report pipe, the config.json timm itself writes on export)
 OTHER_JSON = {"trainkit/data/streaming.py", "trainkit/data/packed.py", "trainkit/sweep/study.py",
+              "trainkit/zoo/timm_export.py",
               "benchmarks/streaming_data.py", "benchmarks/run.py", "benchmarks/packed_data.py"}
 
 
