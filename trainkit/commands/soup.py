@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 
+from trainkit.models.hub import checkpoint_state
 from trainkit.runtime.checkpoint import save_atomic
 from trainkit.cli import one_line_errors, setup_logging
 from trainkit.runtime.distributed import pick_device
@@ -46,7 +47,7 @@ def main() -> int:
     args = parse_args(sys.argv[1:])
     setup_logging(threads=args.threads)
     ckpts = load_candidates(args.checkpoints)
-    states = [c["model"] for c in ckpts]
+    states = [checkpoint_state(c) for c in ckpts]   # each run's own evaluation weights (EMA or raw)
     info = {"method": "greedy" if args.greedy else "uniform", "candidates": args.checkpoints,
             "recompute_bn_batches": args.recompute_bn}
     ctx = None
