@@ -106,8 +106,12 @@ def search_shortcuts(recipe: str, overrides: list[str], searched: list[str]) -> 
     schedule.budget_minutes, a schedule.epochs below the recipe file's (and the epoch points set with it).
     A searched key is never a shortcut."""
     epochs = [yaml.safe_load(o.partition("=")[2]) for o in overrides if o.partition("=")[0] == "schedule.epochs"]
-    shortened = bool(epochs) and "schedule.epochs" not in searched and \
-        isinstance(epochs[-1], int) and epochs[-1] < load_recipe(recipe).schedule.epochs
+    if epochs and "schedule.epochs" not in searched and isinstance(epochs[-1], int):
+        # the recipe file's epochs, with the command's other overrides (data.root may be needed to load it)
+        unscheduled = [o for o in overrides if o.partition("=")[0] not in ("schedule.epochs", *EPOCH_KEYS)]
+        shortened = epochs[-1] < load_recipe(recipe, unscheduled).schedule.epochs
+    else:
+        shortened = False
     out = []
     for item in overrides:
         key = item.partition("=")[0]
