@@ -11,7 +11,7 @@ from helpers_distill import run_entry
 from trainkit.config.recipe import load_recipe, recipe_hash
 from trainkit.config.schema import RecipeError
 from trainkit.runtime.checkpoint import load_checkpoint
-from trainkit.train import trainer as trainer_module
+from trainkit.train import session as session_module
 from trainkit.train.budget import Costs, epochs_within, estimate_s, least_epochs, validations
 
 
@@ -47,7 +47,8 @@ def test_budget_minutes_is_checked_and_enters_the_hash_only_when_set():
         load_recipe("recipes/cifar10_speedrun.yaml", [*base, "schedule.budget_minutes=0"])
 
 
-@pytest.mark.parametrize("schedule", [["schedule.name=multistep", "schedule.milestones=[8,9]"], ["schedule.name=step"]])
+@pytest.mark.parametrize("schedule", [["schedule.name=multistep", "schedule.milestones=[8,9]"],
+                                      ["schedule.name=step", "schedule.step_epochs=5"]])
 def test_a_budget_is_refused_with_a_schedule_that_decays_at_fixed_epochs(schedule):
     # a budget that decides 6 epochs would never reach milestone 8: the lr would never decay
     recipe = "recipes/cifar10_lt_resnet32_ce.yaml"
@@ -57,7 +58,7 @@ def test_a_budget_is_refused_with_a_schedule_that_decays_at_fixed_epochs(schedul
 
 
 class StubClock:
-    """Stands in for the step timing and the process clock inside the Trainer; counts decisions."""
+    """Stands in for the step timing and the process clock inside the run session; counts decisions."""
     img_per_s = 3.0
     calls = 0
 
@@ -68,8 +69,8 @@ class StubClock:
 
 
 def test_decision_is_recorded_laid_out_and_reused_on_resume(image_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "bare_step_rate", StubClock.rate)
-    monkeypatch.setattr(trainer_module, "process_seconds", lambda: 10.0)
+    monkeypatch.setattr(session_module, "bare_step_rate", StubClock.rate)
+    monkeypatch.setattr(session_module, "process_seconds", lambda: 10.0)
     # 33 training images, batch 6: 5 steps = 30 images per epoch; at 3 img/s x 0.85 an epoch is about
     # 11.8 s, so 10 s spent + 2 epochs (+ tiny evaluations) fit 45 s and 3 epochs do not.
     args = ["recipes/cifar10_resnet20.yaml", f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16",
@@ -105,8 +106,8 @@ def test_decision_is_recorded_laid_out_and_reused_on_resume(image_folder, tmp_pa
 
 
 def test_a_short_budget_with_warmup_still_decays_the_lr(image_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "bare_step_rate", lambda *a, **k: 3.0)
-    monkeypatch.setattr(trainer_module, "process_seconds", lambda: 10.0)
+    monkeypatch.setattr(session_module, "bare_step_rate", lambda *a, **k: 3.0)
+    monkeypatch.setattr(session_module, "process_seconds", lambda: 10.0)
     # one epoch (about 12 s at 3 img/s) fits 0.4 min, but the 1-epoch warmup needs a second one to decay
     args = ["recipes/cifar10_resnet20.yaml", f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16",
             "train.global_batch=6", "train.precision=fp32", "schedule.epochs=4", "schedule.warmup_epochs=1",

@@ -50,12 +50,6 @@ def setup_logging(quiet: bool = False, threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
-def log_to_file(path: Path) -> None:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-
-
 def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     """Run ``main`` (with the arguments given, e.g. ``argv``); a user error prints ``error: <one line>`` to
     stderr and exits 2."""

@@ -15,6 +15,7 @@ import logging
 import sys
 
 
+from trainkit.models.hub import checkpoint_state
 from trainkit.runtime.checkpoint import save_atomic
 from trainkit.commands.common import add_shared, new_parser, output_file, parse
 from trainkit.cli import one_line_errors, setup_logging
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(threads=args.threads)
     ckpts = load_candidates(args.checkpoints)
-    states = [c["model"] for c in ckpts]
+    states = [checkpoint_state(c) for c in ckpts]   # each run's own evaluation weights (EMA or raw)
     info = {"method": "greedy" if args.greedy else "uniform", "candidates": args.checkpoints,
             "recompute_bn_batches": args.recompute_bn}
     ctx = None

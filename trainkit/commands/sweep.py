@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import statistics
 import sys
 import warnings
@@ -33,7 +34,7 @@ from trainkit.config.registry import Registry
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import open_source, report_split, resolve_splits
 from trainkit.eval.pipeline import evaluate_checkpoint
-from trainkit.sweep.report import write_best_recipe, write_plots, write_tables
+from trainkit.sweep.report import best_lines, search_shortcuts, write_best_recipe, write_plots, write_tables
 from trainkit.sweep.space import check_space, grid_space, load_space
 from trainkit.sweep.study import (
     GRACE_S,
@@ -184,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
              out / "trials")
     slots = Slots.detect(args.jobs)
     runner = TrialRunner(args.recipe, args.overrides, space, out / "trials", slots, metric, args.trials)
-    header = (f"Sweep `{name}`: `python sweep.py {args.recipe} {' '.join(args.overrides)} --space {args.space} "
-              f"--trials {args.trials} --sampler {args.sampler} --pruner {args.pruner} --jobs {args.jobs}`. "
+    header = (f"Sweep `{name}`; to continue it or rewrite these reports, run `{sweep_command(args, name, out)}`. "
               f"Each trial's value is its best val {metric} (selection on val only; test not evaluated).")
+    best_path = out / "best_recipe.yaml"
+    footer = lambda: best_lines(study, args.recipe, args.overrides, best_path)  # noqa: E731
 
     def after_trial(study: optuna.Study, trial) -> None:
         t = trial
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()),
                  t.user_attrs.get("wall_s", 0))
         requeue_interrupted(study)   # e.g. a training process the OOM killer ended: run it again
-        write_tables(study, space, out, header, metric)   # after every trial: a killed sweep leaves a table
+        write_tables(study, space, out, header, metric, footer())   # after every trial: a killed sweep leaves one
 
     while done < args.trials:
         study.optimize(runner, n_trials=args.trials - done, n_jobs=args.jobs, catch=(TrialFailed, BudgetSpent),
@@ -209,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         # re-queued, and this worker runs it.
         if done < args.trials and not wait_for_others(study, args.trials, poll_s=min(10, args.heartbeat_grace_s)):
             break
-    table = write_tables(study, space, out, header, metric)
-    best_path = write_best_recipe(study, args.recipe, args.overrides, out / "best_recipe.yaml")
+    # Every report is rewritten by every run of the command, a resumed or finished study's included.
+    table = write_tables(study, space, out, header, metric, footer())
+    best_path = write_best_recipe(study, args.recipe, args.overrides, best_path)
+    if not args.final_test:
+        drop_stale_final_test(study, out)
     plots = write_plots(study, out / "plots", metric)
     print(table.read_text())
     log.info("wrote %s, %s, %s", table, best_path or "(no best recipe: no trial completed)",
@@ -221,12 +226,53 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def sweep_command(args: argparse.Namespace, name: str, out: Path) -> str:
+    """The command that continues this study (or, when it is done, rewrites its reports), every option spelled
+    out, so it runs as printed from the folder the sweep ran in."""
+    words = ["python", "sweep.py", args.recipe, *args.overrides, "--space", args.space, "--trials", str(args.trials),
+             "--sampler", args.sampler, "--pruner", args.pruner,
+             "--prune-startup-trials", str(args.prune_startup_trials),
+             "--prune-warmup-epochs", str(args.prune_warmup_epochs), "--study", name, "--out", str(out),
+             "--jobs", str(args.jobs), "--sampler-seed", str(args.sampler_seed),
+             "--heartbeat-grace-s", str(args.heartbeat_grace_s)]
+    if args.storage:   # a password in the URL is masked (shown_url): the report may be shared, the secret not
+        words += ["--storage", shown_url(args.storage)]
+    if args.final_test:
+        words += ["--final-test", args.final_test, "--seeds", *map(str, args.final_seeds)]
+    return shlex.join(words)
+
+
+def study_state(study: optuna.Study) -> dict:
+    """What a final test was made from: the best trial and how many trials the study held."""
+    try:
+        best = study.best_trial.number
+    except ValueError:   # no trial completed
+        best = None
+    return {"best_trial": best, "trials": len(study.get_trials(deepcopy=False))}
+
+
+def drop_stale_final_test(study: optuna.Study, out: Path) -> None:
+    """A final test of an earlier state of the study (it has trials since) no longer reports its best recipe:
+    removed, with a line saying so, rather than left beside the new trials.md."""
+    made = out / "final_test.json"
+    if not made.is_file():
+        return
+    try:
+        was = json.loads(made.read_text()).get("study")
+    except (OSError, ValueError, AttributeError):
+        was = None
+    if was != study_state(study):
+        for stale in (made, out / "final_test.md"):
+            stale.unlink(missing_ok=True)
+        log.info("removed final_test.md/json: made before this study's latest trials (rerun with --final-test)")
+
+
 # ------------------------------------------------------------------ test, apart from the search
 
 def final_test(args: argparse.Namespace, study: optuna.Study, best_path: Path, out: Path) -> Path:
     if args.final_test == "eval":
         return final_eval(study, out, study.user_attrs["sweep"]["metric"])
-    return final_retrain(args, best_path, out)
+    return final_retrain(args, study, best_path, out)
 
 
 def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
@@ -236,8 +282,8 @@ def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
     m, split = report["metrics"], report["split"]
     path = out / "final_test.md"
     (out / "final_test.json").write_text(json.dumps({k: v for k, v in report.items() if k != "metrics"}
-                                                    | {"top1": m["top1"], "top5": m["top5"], "loss": m["loss"]},
-                                                    indent=2) + "\n")
+                                                    | {"top1": m["top1"], "top5": m["top5"], "loss": m["loss"],
+                                                       "study": study_state(study)}, indent=2) + "\n")
     path.write_text(f"Final test of sweep `{study.study_name}` (after the search; never used to select):\n\n"
                     f"| trial | checkpoint | val {metric} (selected on) | "
                     f"{split} top-1 | {split} top-5 | {split} images |\n|---|---|---|---|---|---|\n"
@@ -246,13 +292,15 @@ def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
     return path
 
 
-def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
+def final_retrain(args: argparse.Namespace, study: optuna.Study, best_path: Path, out: Path) -> Path:
     """The best recipe and the base recipe, trained again per seed: val (what was selected on)
     and test (reported apart) for each, and the gain of best over base."""
     runs_dir = out / "final"
     results: dict[str, list[dict]] = {"base": [], "best": []}
+    # both with the search's shortcuts (best_recipe.yaml leaves them out): the gain is measured as it was searched
+    shortcuts = search_shortcuts(args.recipe, args.overrides, list(study.best_trial.params))
     for seed in args.final_seeds:
-        for label, recipe, overrides in (("base", args.recipe, args.overrides), ("best", str(best_path), [])):
+        for label, recipe, overrides in (("base", args.recipe, args.overrides), ("best", str(best_path), shortcuts)):
             try:
                 summary, _ = train_once(recipe, overrides, seed, runs_dir, f"{label}-s{seed}")
             except RunFailed as err:
@@ -262,7 +310,7 @@ def final_retrain(args: argparse.Namespace, best_path: Path, out: Path) -> Path:
                                    "split": summary["split"], "train_s": summary["train_time_s"]})
             log.info("final %s seed %d: val %.2f test %.2f", label, seed, results[label][-1]["val"],
                      results[label][-1]["test"])
-    (out / "final_test.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "final_test.json").write_text(json.dumps({**results, "study": study_state(study)}, indent=2) + "\n")
 
     def pm(values: list[float]) -> str:
         return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 \

@@ -673,14 +673,63 @@ def parse_recipe(tree: dict) -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Load, merge, override and validate a recipe file. Raises RecipeError on any problem.
+    """Load, merge, override and validate a recipe file (schedule points included: :func:`check_schedule_points`).
+    Raises RecipeError on any problem.
 
     A relative path missing from the cwd is looked up below the project root (trainkit.config.paths), so
     ``recipes/quickstart.yaml`` names the shipped recipe from any working directory."""
     tree = load_tree(project_file(path))
     if not tree:
         raise RecipeError(f"{path}: empty recipe (no sections); start from one in recipes/, e.g. quickstart.yaml")
-    return parse_recipe(apply_overrides(tree, list(overrides)))
+    recipe = parse_recipe(apply_overrides(tree, list(overrides)))
+    check_schedule_points(recipe)
+    return recipe
+
+
+def schedule_points(recipe: Recipe) -> dict[str, float]:
+    """Every epoch-valued key that is set, as ``{key: epoch}``: the 0-based epoch from which its change applies
+    (the lr decays, re-weighting starts, mixing stops, the frozen part trains, the resolution ramp starts or
+    reaches its end). warmup_epochs is checked by ScheduleCfg (it must be < epochs as well)."""
+    sch, ms = recipe.schedule, recipe.multiscale
+    points: dict[str, float] = {}
+    if sch.name == "multistep" and sch.milestones:
+        points["schedule.milestones"] = max(sch.milestones)
+    if sch.name == "step":
+        points["schedule.step_epochs"] = sch.step_epochs
+    if recipe.loss.reweight_from_epoch is not None:
+        points["loss.reweight_from_epoch"] = recipe.loss.reweight_from_epoch
+    if recipe.mixup.active and recipe.mixup.off_epoch is not None:
+        points["mixup.off_epoch"] = recipe.mixup.off_epoch
+    if recipe.finetune.unfreeze_after_epochs is not None:
+        points["finetune.unfreeze_after_epochs"] = recipe.finetune.unfreeze_after_epochs
+    if ms.progressive is not None:
+        points["multiscale.progressive.start_epoch"] = ms.progressive.start_epoch
+        points["multiscale.progressive.end_epoch"] = ms.progressive.end_epoch
+    return points
+
+
+def check_schedule_points(recipe: Recipe) -> None:
+    """The one rule for epoch-valued keys: each is an absolute, 0-based epoch and must be < schedule.epochs;
+    a point at or past the end would never take effect, so it is one error naming every such key.
+
+    With schedule.budget_minutes, schedule.epochs is the cap checked here, and the budget never decides fewer
+    epochs than reach every point (trainkit.train.budget.least_epochs), so no point a run was checked with
+    goes dead when the budget shortens it."""
+    epochs = recipe.schedule.epochs
+    dead = {key: value for key, value in schedule_points(recipe).items() if value >= epochs}
+    if not dead:
+        return
+    shown = ", ".join(f"{key}={_value_text(recipe, key)}" for key in dead)
+    raise RecipeError(f"{shown}: past the end of the run (schedule.epochs={epochs}); an epoch point is the 0-based "
+                      f"epoch its change starts at, so it must be < {epochs} or it never happens: lower "
+                      f"{'it' if len(dead) == 1 else 'them'} (scaled to the shorter schedule) or raise schedule.epochs")
+
+
+def _value_text(recipe: Recipe, key: str) -> str:
+    node = recipe
+    for part in key.split("."):
+        node = getattr(node, part)
+    return json.dumps(node)
 
 
 def recipe_dict(recipe: Recipe) -> dict:

@@ -16,11 +16,9 @@ from trainkit.config.schema import to_dict
 from trainkit.eval.metrics import ClassificationMeter
 from trainkit.models.hub import LoadedModel
 from trainkit.runtime.checkpoint import CheckpointError
-from trainkit.runtime.distributed import autocast
-from trainkit.runtime.progress import progress
+from trainkit.eval.loop import forward_batches
 
 
-@torch.no_grad()
 def member_logits(members: list[LoadedModel], loader_for: Callable[[LoadedModel], object], *, device: torch.device,
                   precision: str, show_progress: bool | str = "auto") -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every member's logits ([N, C] each, on the CPU) and the targets; ``loader_for(member)`` builds the
@@ -32,18 +30,14 @@ def member_logits(members: list[LoadedModel], loader_for: Callable[[LoadedModel]
     targets: torch.Tensor | None = None
     for indices in groups.values():
         loader = loader_for(members[indices[0]])
-        for i in indices:
-            members[i].model.to(device).eval()
+        models = [members[i].model.to(device) for i in indices]
         seen = []
-        bar = progress(total=len(loader), desc=f"eval {', '.join(members[i].spec for i in indices)}",
-                       enabled=show_progress)
-        for x, y in loader:
-            with autocast(device, precision):
-                for i in indices:
-                    outputs[i].append(members[i].model(x).float().cpu())
+        for (_, y), logits in forward_batches(lambda x: [m(x) for m in models], loader, device=device,  # noqa: B023
+                                              precision=precision, models=models, show_progress=show_progress,
+                                              desc=f"eval {', '.join(members[i].spec for i in indices)}"):
+            for i, x in zip(indices, logits):
+                outputs[i].append(x.float().cpu())
             seen.append(y.cpu())
-            bar.update(1)
-        bar.close()
         y_all = torch.cat(seen)
         if targets is not None and not torch.equal(targets, y_all):
             raise CheckpointError("the split read differently for two preprocessings (unreadable images skipped "

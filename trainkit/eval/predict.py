@@ -25,8 +25,7 @@ from trainkit.eval.labels import synset_names
 from trainkit.data.transforms import Normalize, eval_transform, pil_to_uint8, to_channels
 from trainkit.models import hub
 from trainkit.models.hub import LoadedModel
-from trainkit.runtime.progress import progress
-from trainkit.runtime.distributed import autocast
+from trainkit.eval.loop import forward_batches
 
 
 
@@ -136,7 +135,6 @@ def resolve(model: str | LoadedModel, arch: str | None = None) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else hub.resolve(model, arch=arch, weights="auto")
 
 
-@torch.no_grad()
 def default_batch(loaded: LoadedModel) -> int:
     """Images per forward pass: 256 up to 64 px (per-operator overhead dominates small inputs on a CPU:
     ResNet-20 at 32 px ran 3.7x faster at 500 than at 64 on this project's loaded 2-core machine), 32 above."""
@@ -155,30 +153,31 @@ def iter_predictions(loaded: LoadedModel, paths: list[str], *, topk: int = 5, ba
     k = max(1, min(topk, loaded.num_classes))
     labels = list(loaded.classes or [str(i) for i in range(loaded.num_classes)])
     names = class_names(loaded) if loaded.classes else [None] * loaded.num_classes
-    model = loaded.model.to(device).eval()
+    model = loaded.model.to(device)
     if tta:
         model = TTA(model, None, flip=True)   # evaluate.py --tta: softmax averaged over horizontal flips
     normalize = Normalize(loaded.eval.mean, loaded.eval.std, loaded.in_chans).to(device)
     loader = torch.utils.data.DataLoader(_Files(paths, loaded), batch_size=batch, num_workers=workers,
                                          collate_fn=_collate)
-    bar = progress(total=len(paths), desc="predict", enabled=show_progress, unit="img")
-    for items in loader:
-        good = [(i, x) for i, x, _ in items if x is not None]
+
+    def good_images(items) -> torch.Tensor | None:
+        good = [x for _, x, _ in items if x is not None]
+        return normalize(torch.stack(good).to(device)) if good else None
+
+    for items, logits in forward_batches(model, loader, device=device, precision=precision, models=[model],
+                                         prepare=good_images, show_progress=show_progress, desc="predict",
+                                         unit="img", total=len(paths), count=len):
         top: dict[int, tuple[list[float], list[int]]] = {}
-        if good:
-            x = normalize(torch.stack([x for _, x in good]).to(device))
-            with autocast(device, precision):
-                logits = model(x)
+        if logits is not None:
             probs, idx = logits.float().softmax(-1).topk(k, dim=-1)
-            top = {i: (p, j) for (i, _), p, j in zip(good, probs.cpu().tolist(), idx.cpu().tolist())}
+            good = [i for i, x, _ in items if x is not None]
+            top = {i: (p, j) for i, p, j in zip(good, probs.cpu().tolist(), idx.cpu().tolist())}
         for i, _, error in items:
             if error is not None:
                 yield Prediction(paths[i], error=error)
             else:
                 p, j = top[i]
                 yield Prediction(paths[i], [labels[c] for c in j], [names[c] for c in j], p, j)
-        bar.update(len(items))
-    bar.close()
 
 
 def predict(model_spec: str | LoadedModel, images: Iterable[str] | str, topk: int = 5, *, arch: str | None = None,

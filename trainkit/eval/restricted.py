@@ -16,8 +16,7 @@ import torch
 
 from trainkit.data.sources import DataError
 from trainkit.eval.metrics import ClassificationMeter
-from trainkit.runtime.progress import progress
-from trainkit.runtime.distributed import autocast
+from trainkit.eval.loop import forward_batches
 
 
 def class_indices(model_classes: Sequence[str], data_classes: Sequence[str], what: str) -> list[int]:
@@ -31,27 +30,22 @@ def class_indices(model_classes: Sequence[str], data_classes: Sequence[str], wha
     return [where[c] for c in data_classes]
 
 
-@torch.no_grad()
 def evaluate_restricted(model: torch.nn.Module, loader: Iterable, indices: Sequence[int], *, device: torch.device,
                         precision: str, show_progress: bool | str = False, desc: str = "eval") -> dict:
     """Restricted-logit metrics (the meter's, over ``len(indices)`` classes) plus the full-output
     ``top1_all`` / ``top5_all`` (% over every model output) in one pass."""
-    model.eval()
     idx = torch.as_tensor(list(indices), device=device)
     meter = ClassificationMeter(len(idx))
     hits1 = hits5 = 0
-    bar = progress(total=len(loader), desc=desc, enabled=show_progress)
-    for x, y in loader:
-        with autocast(device, precision):
-            logits = model(x).float()
+    for (_, y), logits in forward_batches(model, loader, device=device, precision=precision, models=[model],
+                                          show_progress=show_progress, desc=desc):
+        logits = logits.float()
         sub = logits.index_select(1, idx)
         meter.update(sub, y, torch.nn.functional.cross_entropy(sub, y) * len(y))
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         truth = idx[y].unsqueeze(1)
         hits1 += int((top5[:, :1] == truth).sum())
         hits5 += int((top5 == truth).any(1).sum())
-        bar.update(1)
-    bar.close()
     metrics = meter.compute()
     n = max(metrics["samples"], 1)
     metrics.update(top1_all=100.0 * hits1 / n, top5_all=100.0 * hits5 / n, classes_all=int(logits.shape[1]))

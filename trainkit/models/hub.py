@@ -77,10 +77,10 @@ class Want:
     arch: str | None = None               # architecture of a plain weights file
     expect_arch: str | None = None        # model.pretrained: the result must be this architecture
     which: str = "best"                   # run folders: best or last checkpoint
-    weights: str = "raw"                  # checkpoints: raw, ema or auto (ema when the run chose by an EMA metric)
+    weights: str = "auto"                 # checkpoints: auto (the run's own: plan eval_weights), raw or ema
 
 
-def resolve(spec: str, *, arch: str | None = None, which: str = "best", weights: str = "raw",
+def resolve(spec: str, *, arch: str | None = None, which: str = "best", weights: str = "auto",
             expect_arch: str | None = None) -> LoadedModel:
     """Resolve ``spec`` (see the module docstring); ``arch`` is needed only for plain weights files."""
     want = Want(arch, expect_arch, which, weights)
@@ -195,14 +195,28 @@ def _from_path(spec: str, want: Want) -> LoadedModel:
     return _from_weights(spec, path, data, arch)
 
 
+def run_weights(ckpt: dict) -> str:
+    """The one evaluation policy: the weights a run is evaluated with are a property of the run, recorded in its
+    plan (``eval_weights``: ema when it chose its best checkpoint by an EMA metric, else raw). Checkpoints from
+    before the plan recorded it: the same rule from their recipe."""
+    policy = ckpt["plan"].get("eval_weights") or \
+        ("ema" if parse_recipe(ckpt["recipe"]).train.best_metric.startswith("ema_") else "raw")
+    return "ema" if policy == "ema" and ckpt.get("ema") else "raw"
+
+
 def pick_weights(ckpt: dict, weights: str, path: Path) -> str:
-    """auto: the EMA weights when the run chose its best checkpoint by an EMA metric."""
+    """auto: the run's own (:func:`run_weights`); raw or ema: as asked (a comparison, evaluate.py --ema)."""
     if weights == "auto":
-        best_by = parse_recipe(ckpt["recipe"]).train.best_metric
-        return "ema" if best_by.startswith("ema_") and ckpt.get("ema") else "raw"
+        return run_weights(ckpt)
     if weights == "ema" and not ckpt.get("ema"):
         raise CheckpointError(f"{path}: no EMA weights in this checkpoint (the run had no ema.decay)")
     return weights
+
+
+def checkpoint_state(ckpt: dict, weights: str = "auto") -> dict:
+    """The state dict of ``weights`` (auto: the run's own, :func:`run_weights`) in a trainkit checkpoint."""
+    weights = run_weights(ckpt) if weights == "auto" else weights
+    return ckpt["ema"]["model"] if weights == "ema" else ckpt["model"]
 
 
 def model_from_checkpoint(ckpt: dict, path: Path, weights: str = "raw") -> torch.nn.Module:
@@ -210,14 +224,14 @@ def model_from_checkpoint(ckpt: dict, path: Path, weights: str = "raw") -> torch
     recipe = parse_recipe(ckpt["recipe"])
     model = create_model(recipe.model, ckpt["num_classes"], ckpt["in_chans"])
     try:
-        model.load_state_dict(ckpt["ema"]["model"] if weights == "ema" else ckpt["model"])
+        model.load_state_dict(checkpoint_state(ckpt, weights))
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit model {recipe.model.name}: {first}") from None
     return model
 
 
-def from_checkpoint(spec: str, path: Path, ckpt: dict, weights: str = "raw") -> LoadedModel:
+def from_checkpoint(spec: str, path: Path, ckpt: dict, weights: str = "auto") -> LoadedModel:
     """A loaded trainkit checkpoint as a :class:`LoadedModel` with the run's own evaluation defaults."""
     recipe: Recipe = parse_recipe(ckpt["recipe"])
     weights = pick_weights(ckpt, weights, path)
@@ -285,5 +299,6 @@ def with_data_root(loaded: LoadedModel, root: str) -> LoadedModel:
     return dataclasses.replace(loaded, data=dataclasses.replace(data, root=root))
 
 
-__all__ = ["LoadedModel", "resolve", "load_pretrained", "loaded_ensemble", "adapted", "with_data_root",
+__all__ = ["LoadedModel", "resolve", "run_weights", "checkpoint_state",
+           "load_pretrained", "loaded_ensemble", "adapted", "with_data_root",
            "InputAdapter", "model_from_checkpoint", "pick_weights", "build_model"]

@@ -8,11 +8,13 @@ import csv
 import dataclasses
 import json
 import logging
+import shlex
 import statistics
 import warnings
 from pathlib import Path
 
 import optuna
+import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from trainkit.config.recipe import load_recipe, recipe_yaml
@@ -56,8 +58,10 @@ def fmt(value) -> str:
     return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
-def write_tables(study: optuna.Study, space: list[Dimension], out_dir: Path, header: str, metric: str) -> Path:
-    """trials.csv (raw values) and trials.md (best first among finished trials). Returns the .md path."""
+def write_tables(study: optuna.Study, space: list[Dimension], out_dir: Path, header: str, metric: str,
+                 footer: list[str] = ()) -> Path:
+    """trials.csv (raw values) and trials.md (best first among finished trials), ``footer`` lines last.
+    Returns the .md path."""
     rows = trial_rows(study, space)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "trials.csv", "w", newline="") as f:
@@ -84,26 +88,83 @@ def write_tables(study: optuna.Study, space: list[Dimension], out_dir: Path, hea
                      + ", ".join(f"`{override(k, v)}`" for k, v in best.params.items()))
     except ValueError:
         lines.append("No trial completed yet.")
+    for line in footer:   # a paragraph each
+        lines += ["", line]
     (out_dir / "trials.md").write_text("\n".join(lines) + "\n")
     return out_dir / "trials.md"
 
 
+# Epoch-valued keys: overridden together with a shortened schedule.epochs they were scaled to the short search
+# schedule, so they are shortcuts too (trainkit.config.recipe.schedule_points names the same keys).
+EPOCH_KEYS = ("schedule.warmup_epochs", "schedule.milestones", "schedule.step_epochs", "loss.reweight_from_epoch",
+              "mixup.off_epoch", "finetune.unfreeze_after_epochs", "multiscale.progressive.start_epoch",
+              "multiscale.progressive.end_epoch")
+
+
+def search_shortcuts(recipe: str, overrides: list[str], searched: list[str]) -> list[str]:
+    """The sweep command's overrides that made the search cheap rather than changed the recipe: data.limit_*,
+    schedule.budget_minutes, a schedule.epochs below the recipe file's (and the epoch points set with it).
+    A searched key is never a shortcut."""
+    epochs = [yaml.safe_load(o.partition("=")[2]) for o in overrides if o.partition("=")[0] == "schedule.epochs"]
+    if epochs and "schedule.epochs" not in searched and isinstance(epochs[-1], int):
+        # the recipe file's epochs, with the command's other overrides (data.root may be needed to load it)
+        unscheduled = [o for o in overrides if o.partition("=")[0] not in ("schedule.epochs", *EPOCH_KEYS)]
+        shortened = epochs[-1] < load_recipe(recipe, unscheduled).schedule.epochs
+    else:
+        shortened = False
+    out = []
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in searched:
+            continue
+        if key.startswith("data.limit_") or key == "schedule.budget_minutes" or \
+                (shortened and (key == "schedule.epochs" or key in EPOCH_KEYS)):
+            out.append(item)
+    return out
+
+
 def write_best_recipe(study: optuna.Study, recipe: str, overrides: list[str], path: Path) -> Path | None:
-    """The base recipe, its overrides and the best trial's parameters, fully resolved: train.py runs it as is."""
+    """The base recipe, its overrides and the best trial's parameters, fully resolved: train.py runs it as is.
+    The search shortcuts (:func:`search_shortcuts`) are left out, so it trains the full recipe; they are named
+    in its header, with the command that reruns the best trial as it was searched."""
     try:
         best = study.best_trial
     except ValueError:
         return None
     params = [override(k, v) for k, v in best.params.items()]
-    resolved = load_recipe(recipe, [*overrides, *params])
+    shortcuts = search_shortcuts(recipe, overrides, list(best.params))
+    kept = [o for o in overrides if o not in shortcuts]
+    resolved = load_recipe(recipe, [*kept, *params])
     resolved = dataclasses.replace(resolved, description=f"{resolved.description.strip()} Tuned by sweep "
                                    f"{study.study_name} (trial {best.number}, on val).".strip())
     head = (f"# Best trial ({best.number}) of sweep {study.study_name!r}, selected on val "
-            f"({best.value:.4g}); test was not used.\n# Base: {recipe} {' '.join(overrides)}\n"
-            f"# Searched: {' '.join(params)}\n# Train it: python train.py {path}\n")
+            f"({best.value:.4g}); test was not used.\n# Base: {recipe} {' '.join(kept)}\n"
+            f"# Searched: {' '.join(params)}\n"
+            f"# Search shortcuts, left out here: {' '.join(shortcuts) or '(none)'}\n"
+            f"# Train it: {train_command(path)}\n")
+    if shortcuts:
+        head += f"# The best trial as it was searched: {train_command(path, shortcuts)}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(head + recipe_yaml(resolved))
     return path
+
+
+def train_command(recipe: Path, overrides: list[str] = ()) -> str:
+    return shlex.join(["python", "train.py", str(recipe), *overrides])
+
+
+def best_lines(study: optuna.Study, recipe: str, overrides: list[str], best_path: Path) -> list[str]:
+    """trials.md's closing lines: the commands that train the best recipe, and rerun its trial as searched."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return []
+    shortcuts = search_shortcuts(recipe, overrides, list(best.params))
+    lines = [f"Train the best recipe: `{train_command(best_path)}`"]
+    if shortcuts:
+        lines.append(f"Rerun the best trial as it was searched (with the search shortcuts): "
+                     f"`{train_command(best_path, shortcuts)}`")
+    return lines
 
 
 PLOTS = {

@@ -5,7 +5,8 @@ torch thread count and device, a crash or an out-of-memory kill takes one trial 
 and killing the sweep kills its trials with it (PR_SET_PDEATHSIG), so a restarted sweep never
 races an orphan still writing into a run folder.
 
-Training goes through the trainer's public API as train.py does, with one addition: an epoch-end
+The run is set up by trainkit.train.session.RunSession, as train.py's is (so the plan, its time budget
+and plan.json are decided the same way), with one addition: an epoch-end
 callback writes the selection metric (a val metric, never test) to the report pipe and reads the
 sweep's answer, ``go`` or ``prune``, on stdin. No test evaluation happens here: the trial
 writes ``trial.json`` with its best val value, and test is evaluated only by ``sweep.py --final-test``.
@@ -20,31 +21,16 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
-
-import torch
 
 from trainkit.config import formats
-from trainkit.cli import log_to_file, one_line_errors, setup_logging
-from trainkit.config.recipe import load_recipe
-from trainkit.config.schema import RecipeError
-from trainkit.data.sources import Split, prepare_data, val_is_test
-from trainkit.runtime.distributed import init_distributed
+from trainkit.cli import one_line_errors, setup_logging
 from trainkit.train.callbacks import StopTraining
-from trainkit.train.trainer import Trainer, plan_for, seed_everything, write_run_header
+from trainkit.train.session import RunSession, refuse_selection_on_test
 
 log = logging.getLogger("trainkit")
 PR_SET_PDEATHSIG = 1
 PRUNED = "pruned"
-
-
-def refuse_selection_on_test(splits: dict[str, Split]) -> None:
-    """The sweep selects on val; when val is the test split (data.holdout_fraction=0 on a set with
-    only train and test) that would report a number chosen on test."""
-    if val_is_test(splits):
-        raise RecipeError("the sweep selects on val, but this recipe's val split is the test split "
-                          "(data.holdout_fraction=0 and no val/ folder); set data.holdout_fraction > 0 "
-                          "or give the data a val split")
+__all__ = ["PruneReporter", "metric_key", "refuse_selection_on_test", "main"]
 
 
 def metric_key(metric: str) -> str:
@@ -94,23 +80,10 @@ def main() -> int:
     die_with_parent()
     args = parse_args(sys.argv[1:])
     setup_logging()
-    recipe = load_recipe(args.recipe, args.overrides)
-    if recipe.runtime.run_name is None:
-        raise RecipeError("a sweep trial needs runtime.run_name (sweep.py sets it)")
-    dist, device = init_distributed(recipe.runtime.device)
-    if recipe.runtime.threads:
-        torch.set_num_threads(recipe.runtime.threads)
-    seed_everything(recipe.train.seed, recipe.train.deterministic, device, recipe.runtime.cudnn_benchmark)
-    data = prepare_data(recipe)
-    refuse_selection_on_test(data.splits)
-    plan = plan_for(recipe, data, dist, device)
-    run_dir = Path(recipe.runtime.out_dir) / recipe.runtime.run_name
-    write_run_header(run_dir, recipe, plan)
-    log_to_file(run_dir / "train.log")
-    log.info("data: %s (train %d, val %d images)", data.description, plan.train_samples, plan.val_samples)
-    trainer = Trainer(recipe, plan, data, dist, device, run_dir, args.recipe)
+    session = RunSession.open(args.recipe, args.overrides, sweep_trial=True)
+    trainer, plan, run_dir = session.trainer, session.plan, session.run_dir
     with os.fdopen(args.report_fd, "w") as report:
-        trainer.epoch_end.append(PruneReporter(recipe.train.best_metric, plan.epochs, report, sys.stdin))
+        trainer.epoch_end.append(PruneReporter(session.recipe.train.best_metric, plan.epochs, report, sys.stdin))
         last = trainer.fit()
     trainer.logger.close()
     ck = trainer.checkpointer

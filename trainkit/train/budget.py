@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from typing import Iterable
 
 from trainkit.runtime.distributed import broadcast_from_main
 
@@ -61,10 +62,12 @@ def epochs_within(budget_s: float, costs: Costs, *, cap: int, eval_every: int, l
     return max(fits, default=least)
 
 
-def least_epochs(warmup_epochs: float) -> int:
+def least_epochs(warmup_epochs: float, points: Iterable[float] = ()) -> int:
     """The fewest epochs a schedule with ``warmup_epochs`` may run: more than its warmup (the recipe check's
-    ``warmup_epochs < epochs``), else the whole run would be warmup and the lr would never decay."""
-    return math.floor(warmup_epochs) + 1
+    ``warmup_epochs < epochs``), else the whole run would be warmup and the lr would never decay; and more
+    than every epoch point (``trainkit.config.recipe.schedule_points``: re-weighting from, mixing off at,
+    unfreeze after, ...), which the recipe check held below schedule.epochs: a budget never makes one dead."""
+    return math.floor(max([warmup_epochs, *points])) + 1
 
 
 def costs_for(plan, *, spent_s: float, step_img_per_s: float, decode_s_per_image: float) -> Costs:

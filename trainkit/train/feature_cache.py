@@ -24,7 +24,7 @@ from torch import nn
 from trainkit.config.recipe import AugmentCfg, DataCfg
 from trainkit.data.loaders import EpochBatches, EpochLoader, LoaderSettings, make_loader
 from trainkit.data.sources import Split
-from trainkit.runtime.distributed import autocast
+from trainkit.eval.loop import forward_batches
 from trainkit.runtime.progress import progress
 
 log = logging.getLogger("trainkit")
@@ -44,23 +44,20 @@ class HeadOnly(nn.Module):
         return self.model.get_classifier()(features)
 
 
-@torch.no_grad()
 def backbone_features(model: nn.Module, loader, *, device: torch.device, precision: str) -> tuple[torch.Tensor, ...]:
-    """Pre-logit features (pooled, before dropout and classifier) and targets, in the loader's order."""
-    was_training = model.training
-    model.eval()   # a frozen backbone's BatchNorm uses its running statistics either way
+    """Pre-logit features (pooled, before dropout and classifier) and targets, in the loader's order.
+    The model is in eval mode for the pass (a frozen backbone's BatchNorm uses its running statistics either way)."""
     feats, targets = [], []
     bar = progress(total=len(loader), desc="backbone features (once)", unit="batch")   # rate and ETA on a terminal
     try:
-        for x, y in loader:
-            with autocast(device, precision):
-                f = model.forward_head(model.forward_features(x), pre_logits=True)
+        for (_, y), f in forward_batches(lambda x: model.forward_head(model.forward_features(x), pre_logits=True),
+                                         loader, device=device, precision=precision, models=[model]):
             feats.append(f.float())
             targets.append(y)
             bar.update(1)
     finally:
         bar.close()
-        model.train(was_training)
+    # torch.cat outside inference mode: ordinary tensors, which the head's training may use in autograd
     return torch.cat(feats), torch.cat(targets)
 
 

@@ -49,6 +49,9 @@ class Plan:
     # schedule.budget_minutes: the decision (epochs) and its estimate (trainkit.train.budget); None without
     # a budget, or while undecided (--print, and until the Trainer has decoded the data)
     budget: dict | None = None
+    # the weights the run is evaluated and published with (trainkit.models.hub.run_weights): ema when it
+    # chooses its best checkpoint by an EMA metric (train.best_metric ema_*), else raw
+    eval_weights: str = "raw"
 
     def with_numerics(self, numerics) -> "Plan":
         """This plan with the run's decided precision and memory format (a ``Numerics``)."""
@@ -130,4 +133,5 @@ def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: 
         total_steps=steps * sch.epochs, warmup_steps=round(sch.warmup_epochs * steps),
         num_classes=num_classes, in_chans=in_chans, train_samples=split_sizes["train"],
         val_samples=split_sizes["val"], test_samples=split_sizes["test"], in_memory=in_memory,
-        selected_on="last" if val_is_test else "val", report_split=report_split)
+        selected_on="last" if val_is_test else "val", report_split=report_split,
+        eval_weights="ema" if recipe.train.best_metric.startswith("ema_") else "raw")

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,8 +38,7 @@ from trainkit.train.engine import TrainStep, train_one_epoch
 from trainkit.train.finetune import Finetuner
 from trainkit.train.losses import build_loss
 from trainkit.train.optim import build_optimizer, build_scheduler
-from trainkit.train import budget
-from trainkit.train.numerics import bare_step_rate, decide, decide_for_run
+from trainkit.train.numerics import decide, decide_for_run
 from trainkit.train.plan import Plan, make_plan
 
 log = logging.getLogger("trainkit")
@@ -117,11 +117,43 @@ def run_folder(recipe_path: str | None, out_dir: str, run_name: str | None) -> P
     return path
 
 
+@dataclass(frozen=True)
+class Loaders:
+    """The training and val loaders of a run, and what decoding val cost per image (the budget measures it)."""
+    train: object
+    val: object
+    decode_s_per_image: float
+
+
+def build_loaders(recipe: Recipe, plan: Plan, data: Data, dist: DistInfo, device: torch.device) -> Loaders:
+    """The run's loaders as the plan says (its data path, batches and layout)."""
+    rt = recipe.runtime
+    common = dict(data=recipe.data, augment=recipe.augment, chans=plan.in_chans, device=device,
+                  seed=recipe.train.seed, channels_last=plan.channels_last, rank=dist.rank, world=dist.world)
+    mix = Mixup(recipe.mixup, plan.num_classes) if recipe.mixup.active else None
+    decode_start = time.perf_counter()
+    train = make_loader(data.splits["train"], train=True,
+                        settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
+                        multiscale=recipe.multiscale, mix=mix, in_memory=plan.in_memory, **common)
+    if plan.in_memory:   # the one-time decode, reported apart from the epochs' training img/s
+        seconds = time.perf_counter() - decode_start
+        log.info("decoded train once: %d images in %.1f s (%.0f img/s); the epochs' img/s exclude it",
+                 len(data.splits["train"]), seconds, len(data.splits["train"]) / max(seconds, 1e-9))
+    decode_start = time.perf_counter()
+    val = make_loader(data.splits["val"], train=False,
+                      settings=LoaderSettings.from_runtime(rt, plan.eval_batch, device, False), **common)
+    decode_s_per_image = (time.perf_counter() - decode_start) / max(1, len(data.splits["val"]))
+    return Loaders(train, val, decode_s_per_image)
+
+
 class Trainer:
-    """Owns the built objects of one run and its run folder; ``fit()`` trains and summarises."""
+    """Owns the built objects of one run and its run folder; ``fit()`` trains and summarises.
+
+    ``plan`` is final (trainkit.train.session decides the budget before): the Trainer never changes it.
+    ``loaders``: built by the session (whose budget timed their decode); None builds them here."""
 
     def __init__(self, recipe: Recipe, plan: Plan, data: Data, dist: DistInfo, device: torch.device,
-                 run_dir: Path, recipe_path: str | None):
+                 run_dir: Path, recipe_path: str | None, loaders: Loaders | None = None):
         self.recipe, self.plan, self.data, self.dist, self.device = recipe, plan, data, dist, device
         self.run_dir, self.recipe_path = run_dir, recipe_path
         rt = recipe.runtime
@@ -129,27 +161,17 @@ class Trainer:
         if not dist.is_main:
             self.show_progress = False
 
+        if recipe.schedule.budget_minutes is not None and plan.budget is None:
+            raise RecipeError("internal: schedule.budget_minutes is not decided in this plan; set the run up "
+                              "through trainkit.train.session.RunSession, which decides it before the Trainer")
+        loaders = loaders or build_loaders(recipe, plan, data, dist, device)
         self.model = build_model(recipe.model, plan.num_classes, plan.in_chans)
         if dist.enabled and rt.sync_batchnorm:
             self.model = convert_sync_batchnorm(self.model, device)
         self.model = self.model.to(device)
         if plan.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        common = dict(data=recipe.data, augment=recipe.augment, chans=plan.in_chans, device=device,
-                      seed=recipe.train.seed, channels_last=plan.channels_last, rank=dist.rank, world=dist.world)
-        mix = Mixup(recipe.mixup, plan.num_classes) if recipe.mixup.active else None
-        decode_start = time.perf_counter()
-        self.train_loader = make_loader(data.splits["train"], train=True,
-                                        settings=LoaderSettings.from_runtime(rt, plan.per_device_batch, device, True),
-                                        multiscale=recipe.multiscale, mix=mix, in_memory=plan.in_memory, **common)
-        if plan.in_memory:   # the one-time decode, reported apart from the epochs' training img/s
-            seconds = time.perf_counter() - decode_start
-            log.info("decoded train once: %d images in %.1f s (%.0f img/s); the epochs' img/s exclude it",
-                     len(data.splits["train"]), seconds, len(data.splits["train"]) / max(seconds, 1e-9))
-        eval_settings = LoaderSettings.from_runtime(rt, plan.eval_batch, device, False)
-        decode_start = time.perf_counter()
-        self.val_loader = make_loader(data.splits["val"], train=False, settings=eval_settings, **common)
-        decode_s_per_image = (time.perf_counter() - decode_start) / max(1, len(data.splits["val"]))
+        self.train_loader, self.val_loader = loaders.train, loaders.val
         if hasattr(self.model, "init_from_data") and not recipe.model.pretrained:
             # Data-dependent init (e.g. speednet's whitening stem), before DDP broadcasts rank 0's weights.
             self.model.init_from_data(first_images(self.train_loader, INIT_FROM_DATA_IMAGES))
@@ -157,9 +179,6 @@ class Trainer:
         self.params = count_params(self.model)   # after a possible new head
         optimizer = build_optimizer(self.model, recipe.optim, plan.lr,
                                     param_groups=self.finetune.param_groups(recipe.optim))
-        if recipe.schedule.budget_minutes is not None and plan.budget is None:
-            # After the decode (measured, inside the budget), before the schedule is laid out.
-            self.plan = plan = plan.with_budget(self.decide_budget(decode_s_per_image))
         # plan.epochs: schedule.epochs, or the epochs a budget decided (schedule.epochs is then the cap)
         scheduler = build_scheduler(optimizer, dataclasses.replace(recipe.schedule, epochs=plan.epochs),
                                     plan.steps_per_epoch)
@@ -209,19 +228,6 @@ class Trainer:
         self.epoch_end: list[Callable[[dict], None]] = []
         self.stopped_early: str | None = None   # StopTraining's message when a callback ended the run
 
-    def decide_budget(self, decode_s_per_image: float) -> dict:
-        """schedule.budget_minutes -> epochs (trainkit.train.budget), on rank 0 for every rank."""
-        rec, plan = self.recipe, self.plan
-
-        def step_rate() -> float:
-            return bare_step_rate(rec, plan.precision, plan.channels_last, batch=plan.per_device_batch,
-                                  num_classes=plan.num_classes, in_chans=plan.in_chans, device=self.device,
-                                  probed=plan.numerics_probe)
-        return budget.decide_for_run(rec.schedule.budget_minutes, plan, spent_s=process_seconds, step_rate=step_rate,
-                                     decode_s_per_image=decode_s_per_image, cap=rec.schedule.epochs,
-                                     eval_every=rec.train.eval_every_epochs, is_main=self.dist.is_main,
-                                     least=budget.least_epochs(rec.schedule.warmup_epochs))
-
     # ------------------------------------------------------------ state
 
     def state(self, epoch: int, metrics: dict, step_in_epoch: int = 0) -> dict:
@@ -231,7 +237,8 @@ class Trainer:
             "format": FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch, "model": self.model.state_dict(),
             "train_step": self.step.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": capture_rng(), "recipe": recipe_dict(rec), "plan": self.plan.to_dict(),
+            "rng": capture_rng(), "recipe": recipe_dict(rec), "recipe_path": self.recipe_path,
+            "plan": self.plan.to_dict(),
             "classes": list(self.data.classes), "arch": rec.model.name, "num_classes": self.plan.num_classes,
             "in_chans": self.plan.in_chans, "eval": recipe_dict(rec)["data"]["eval"], "metrics": metrics,
             "train_seconds": self.train_seconds,
@@ -382,10 +389,13 @@ def per_class_table(classes: list[str], m: dict) -> dict:
             for i, name in enumerate(classes)}
 
 
-def write_run_header(run_dir: Path, recipe: Recipe, plan: Plan) -> None:
+def write_run_header(run_dir: Path, recipe: Recipe, plan: Plan | None = None) -> None:
+    """recipe.yaml, and plan.json once the plan is final (the session writes it once, before training)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe_yaml(recipe))
-    formats.write(run_dir / "plan.json", formats.PLAN, plan.to_dict())
+    if plan is not None:
+        formats.write(run_dir / "plan.json", formats.PLAN, plan.to_dict())
 
 
-__all__ = ["Trainer", "plan_for", "run_folder", "write_run_header", "seed_everything", "recipe_hash"]
+__all__ = ["Trainer", "Loaders", "build_loaders", "plan_for", "run_folder", "write_run_header", "seed_everything",
+           "recipe_hash"]
