@@ -89,7 +89,7 @@ def test_a_run_resumed_without_its_recipe_file_is_recorded_like_an_uninterrupted
     assert cli("train.py", *args).returncode == 0
     run_dir = tmp_path / "r"
     straight = json.loads((run_dir / "summary.json").read_text())
-    done = cli("compare.py", "record", run_dir, "--variant", "tiny", "--out", tmp_path / "rec1")
+    done = cli("compare.py", "record", run_dir, "--variant", "tiny", "--out", tmp_path / "rec1", "--allow-dirty")
     assert done.returncode == 0, done.stderr
     # Interrupted after epoch 1: continue from that checkpoint with --resume alone (no recipe file).
     proc = cli("train.py", "--resume", run_dir / "epoch_001.pt")
@@ -97,7 +97,7 @@ def test_a_run_resumed_without_its_recipe_file_is_recorded_like_an_uninterrupted
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["recipe"] == straight["recipe"] == RECIPE
     assert resumed["recipe_hash"] == straight["recipe_hash"] and resumed["top1"] == straight["top1"]
-    done = cli("compare.py", "record", run_dir, "--variant", "tiny", "--out", tmp_path / "rec2")
+    done = cli("compare.py", "record", run_dir, "--variant", "tiny", "--out", tmp_path / "rec2", "--allow-dirty")
     assert done.returncode == 0, done.stderr
     first, again = (json.loads(next((tmp_path / d).rglob("*.json")).read_text()) for d in ("rec1", "rec2"))
     for key in ("recipe", "recipe_hash", "seed", "variant", "command", "top1", "epochs"):

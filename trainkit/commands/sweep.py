@@ -17,7 +17,6 @@ and, with --final-test, OUT/final_test.md: test numbers, reported apart from the
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import statistics
@@ -29,6 +28,7 @@ import optuna
 
 from trainkit.cli import RunFailed, one_line_errors, setup_logging, train_once
 from trainkit.commands.common import add_shared, new_parser, parse, recipe_overrides
+from trainkit.config import formats
 from trainkit.config.recipe import load_recipe
 from trainkit.config.registry import Registry
 from trainkit.config.schema import RecipeError
@@ -258,8 +258,8 @@ def drop_stale_final_test(study: optuna.Study, out: Path) -> None:
     if not made.is_file():
         return
     try:
-        was = json.loads(made.read_text()).get("study")
-    except (OSError, ValueError, AttributeError):
+        was = formats.read(made, formats.FINAL_TEST)["study"]
+    except formats.FormatError:   # unreadable or foreign: stale all the same
         was = None
     if was != study_state(study):
         for stale in (made, out / "final_test.md"):
@@ -281,9 +281,8 @@ def final_eval(study: optuna.Study, out: Path, metric: str) -> Path:
     report = evaluate_checkpoint(ckpt, split="test", show_progress=False)
     m, split = report["metrics"], report["split"]
     path = out / "final_test.md"
-    (out / "final_test.json").write_text(json.dumps({k: v for k, v in report.items() if k != "metrics"}
-                                                    | {"top1": m["top1"], "top5": m["top5"], "loss": m["loss"],
-                                                       "study": study_state(study)}, indent=2) + "\n")
+    formats.write(out / "final_test.json", formats.FINAL_TEST, {k: v for k, v in report.items() if k != "metrics"}
+                  | {"top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "study": study_state(study)})
     path.write_text(f"Final test of sweep `{study.study_name}` (after the search; never used to select):\n\n"
                     f"| trial | checkpoint | val {metric} (selected on) | "
                     f"{split} top-1 | {split} top-5 | {split} images |\n|---|---|---|---|---|---|\n"
@@ -310,7 +309,7 @@ def final_retrain(args: argparse.Namespace, study: optuna.Study, best_path: Path
                                    "split": summary["split"], "train_s": summary["train_time_s"]})
             log.info("final %s seed %d: val %.2f test %.2f", label, seed, results[label][-1]["val"],
                      results[label][-1]["test"])
-    (out / "final_test.json").write_text(json.dumps({**results, "study": study_state(study)}, indent=2) + "\n")
+    formats.write(out / "final_test.json", formats.FINAL_TEST, {**results, "study": study_state(study)})
 
     def pm(values: list[float]) -> str:
         return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 \

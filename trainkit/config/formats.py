@@ -8,6 +8,7 @@ strict converter), a ``format_version`` and the upgrades that bring an older ver
 - ``METRICS_ROW``: each line of ``<run>/metrics.jsonl``, train.callbacks (the epoch logger)
 - ``METRICS``: ``<out>/metrics.json``, eval.pipeline.write_report (evaluate.py)
 - ``TRIAL``: ``<sweep>/trials/<n>/trial.json``, sweep.worker
+- ``FINAL_TEST``: ``<sweep>/final_test.json``, commands.sweep (--final-test eval or retrain)
 - ``RECORD``: ``results/records/<data set>/<name>.json``, report.records.write_record
 - ``BENCHMARK``: ``benchmarks/results/<section>.json``, benchmarks/run.py
 - ``PHOTOS_BENCHMARK``: ``benchmarks/results/finetune_photos.json``, benchmarks/finetune_photos.py
@@ -145,6 +146,14 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class FinalTest:
+    """A sweep's test numbers after the search (eval: the best trial's checkpoint; retrain: base and best per
+    seed); ``study`` is the study's state it was made from (best trial, trial count), so a later run of the
+    sweep knows a stale one."""
+    study: dict
+
+
+@dataclass(frozen=True)
 class Record:
     """A result record (report.records): what RESULTS.md, the zoo and the tables read."""
     recipe: str | None
@@ -224,11 +233,12 @@ PLAN = Format("plan.json", PlanFile, (_same,))
 METRICS_ROW = Format("metrics.jsonl", MetricsRow, (_same,))
 METRICS = Format("metrics.json", Metrics, (_same,))
 TRIAL = Format("trial.json", Trial, (_same,))
+FINAL_TEST = Format("final_test.json", FinalTest, (_same,))
 RECORD = Format("record", Record, (_record_v0,))
 BENCHMARK = Format("benchmark results", Benchmark, (_same,))
 PHOTOS_BENCHMARK = Format("photo fine-tuning benchmark results", PhotosBenchmark, (_same,))
 PHOTOS_ROW = Format("photo table row", PhotosRow, (_same,))
-FORMATS = (SUMMARY, PLAN, METRICS_ROW, METRICS, TRIAL, RECORD, BENCHMARK, PHOTOS_BENCHMARK, PHOTOS_ROW)
+FORMATS = (SUMMARY, PLAN, METRICS_ROW, METRICS, TRIAL, FINAL_TEST, RECORD, BENCHMARK, PHOTOS_BENCHMARK, PHOTOS_ROW)
 
 
 # ---- checking, reading, writing ----------------------------------------------------------------------------------
@@ -317,6 +327,6 @@ def write(path: Path | str, fmt: Format, data: dict) -> Path:
     return path
 
 
-__all__ = ["BENCHMARK", "FORMATS", "Format", "FormatError", "METRICS", "METRICS_ROW", "PHOTOS_BENCHMARK", "PHOTOS_ROW",
-           "PLAN", "RECORD", "SUMMARY", "TRIAL", "VERSION_KEY", "check", "dump", "dumps", "load", "read", "read_lines",
-           "write"]
+__all__ = ["BENCHMARK", "FINAL_TEST", "FORMATS", "Format", "FormatError", "METRICS", "METRICS_ROW", "PHOTOS_BENCHMARK",
+           "PHOTOS_ROW", "PLAN", "RECORD", "SUMMARY", "TRIAL", "VERSION_KEY", "check", "dump", "dumps", "load", "read",
+           "read_lines", "write"]

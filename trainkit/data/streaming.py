@@ -44,8 +44,11 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+import boto3   # s3:// roots (requirements.txt); botocore comes with it
 import numpy as np
 import webdataset as wds
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from PIL import Image
 
 from trainkit.data.packed import ProcessFds, sha256_file
@@ -75,11 +78,6 @@ def s3_client():
     """A boto3 S3 client of this process. boto3 reads the endpoint (AWS_ENDPOINT_URL), credentials
     (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, a profile, an instance role) and region itself."""
     if os.getpid() not in _S3_CLIENTS:
-        try:    # late: boto3 is needed (and installed) only for s3:// roots
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise DataError("data.root=s3://... needs boto3 (pip install boto3)") from None
         # Retries are ours (copy_url: logged, with back-off); timeouts keep a dead endpoint from hanging.
         config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=60)
         _S3_CLIENTS[os.getpid()] = boto3.session.Session().client("s3", config=config)
@@ -96,9 +94,6 @@ def copy_url(url: str, dst) -> None:
         except (OSError, ValueError) as err:    # gopen: a missing file, a failed curl/pipe, a bad scheme
             raise DataError(f"cannot fetch {url}: {' '.join(str(err).split())[:300]}") from None
         return
-    # late, as in s3_client: only s3:// roots need botocore
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     bucket, _, key = url[len("s3://"):].partition("/")
     client = s3_client()
     for attempt in range(1, S3_TRIES + 1):
