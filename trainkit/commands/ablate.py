@@ -41,6 +41,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every run")
     p.add_argument("--step", action="append", default=[], metavar='"NAME: key=value ..."',
                    help="one cumulative delta (repeat, in order)")
+    p.add_argument("--steps-file", type=Path, metavar="FILE",
+                   help="more steps, one per line in --step's form, after any --step (# comments, blank lines "
+                        "skipped), e.g. recipes/ablations/cifar10_speedrun_airbench.steps")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, default=Path("ablation.md"), help="Markdown table to write")
     p.add_argument("--runs-dir", type=Path, help="where the run folders go (default: runs/ablate-<recipe>)")
@@ -48,6 +51,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also write each run's result record under DIR (e.g. results/records)")
     p.add_argument("--name", help="the ablation's id in its records (default: the recipe's name)")
     return p.parse_args(argv)
+
+
+def read_steps_file(path: Path | None) -> list[str]:
+    """The step lines of ``--steps-file`` (none without one)."""
+    if path is None:
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"--steps-file {path}: cannot read it ({err})") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def check_steps(recipe_path: str, plan: list) -> None:
@@ -81,7 +95,7 @@ def check_reused(summary: Path, expected_hash: str) -> dict:
 @one_line_errors
 def main() -> int:
     args = parse_args(sys.argv[1:])
-    steps = [parse_step(s) for s in args.step]
+    steps = [parse_step(s) for s in args.step + read_steps_file(args.steps_file)]
     plan = cumulative(args.overrides, steps)
     check_steps(args.recipe, plan)
     runs_dir = args.runs_dir or ROOT / "runs" / f"ablate-{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
