@@ -26,6 +26,9 @@ Sections (``--only`` picks a subset):
               train/val/test JPEGs; val top-1 every epoch against wall time, test top-1 of every epoch
               after the runs; the speed recipe's test top-1 at the budget (long: about
               budget + timm's run + the per-epoch test evaluations, per repeat)
+  airbench    airbench94 through the shared CPU adapter vs recipes/cifar10_speedrun_airbench.yaml, whole
+              process each, same data (airbench_side_by_side.py; --airbench-* options; long: about 20 min
+              per run, 2 airbench runs + 5 seeds of ours by default)
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ from pathlib import Path
 
 import torch
 
+import airbench_side_by_side as airbench
 import time_to_accuracy as tta
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
-SECTIONS = ("data", "data_large", "train", "eval", "tta")
+SECTIONS = ("data", "data_large", "train", "eval", "tta", "airbench")
 
 
 def sh(cmd: list[str], cwd: Path = ROOT) -> tuple[str, float]:
@@ -269,6 +273,10 @@ def section_eval(args, root: Path, tmp: Path) -> dict:
             "commands": {k: shown(c, tmp) for k, c in cmds.items()}, "settings": {"batch": 2 * args.batch}}
 
 
+def section_airbench(args, root: Path, tmp: Path) -> dict:
+    return airbench.run_section(args, root, tmp, subset_folder, prefix="airbench-")
+
+
 def section_tta(args, root: Path, tmp: Path) -> dict:
     res = tta.run_section(args, root, tmp, subset_folder)
     tta.plot(res, Path(args.results) / "tta.png")
@@ -323,9 +331,12 @@ def render_train(res: dict) -> list[str]:
 
 TITLES = {"data": "Data pipeline, CIFAR-10 JPEG", "data_large": "Data pipeline, larger JPEGs",
           "train": "Training: train.py vs timm's train.py, with the ceiling", "eval": "Evaluation",
-          "tta": "Time to accuracy: the speed recipe vs timm's train.py"}
+          "tta": "Time to accuracy: the speed recipe vs timm's train.py",
+          "airbench": "Side by side with airbench94 on this CPU"}
 RENDER = {"data": render_pairs, "data_large": render_pairs, "train": render_train, "eval": render_pairs,
-          "tta": tta.render}
+          "tta": tta.render, "airbench": airbench.render}
+# sections whose chart is drawn from the record at every rendering (so it regenerates byte-identical)
+CHARTS = {"airbench": airbench.plot}
 
 
 FINETUNE_PHOTOS = "finetune_photos"   # written by benchmarks/finetune_photos.py, one entry per part
@@ -388,6 +399,8 @@ def render(results: Path, out: Path) -> str:
                          f"{section}`{' --timm-dir PATH' if section in ('train', 'tta') else ''}.")
             continue
         res = json.loads(path.read_text())
+        if section in CHARTS:
+            CHARTS[section](res, results / f"{section}.png")
         load = res["load_average"]
         lines += [f"`{res['command']}`", "",
                   f"Measured {res['measured']} on {res['machine']}; trainkit `{res['git_commit'][:12]}`; "
@@ -431,6 +444,7 @@ def main() -> None:
     p.add_argument("--timm-workers", type=int, default=None, help="tta: timm's -j (default: the train section's best)")
     p.add_argument("--timm-precision", choices=("bf16", "fp32"), default=None,
                    help="tta: timm's precision (default: the faster ceiling of the train section)")
+    airbench.add_arguments(p, prefix="airbench-")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args()
@@ -455,10 +469,11 @@ def main() -> None:
     print(render(results, Path(args.out)))
 
 
-def save(args, section: str, res: dict, repeats_done: int, load_start: float) -> None:
+def save(args, section: str, res: dict, repeats_done: int, load_start: float,
+         script: str = "benchmarks/run.py") -> None:
     """benchmarks/results/<section>.json: the section's runs with the command and machine that made them."""
     argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    res = {**res, "section": section, "command": f"python benchmarks/run.py {argv}", "repeats": repeats_done,
+    res = {**res, "section": section, "command": f"python {script} {argv}", "repeats": repeats_done,
            "repeats_planned": args.repeats,
            "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "git_commit": git_head(ROOT), "load_average": [load_start, os.getloadavg()[0]]}
