@@ -242,3 +242,34 @@ def test_new_speed_recipe_is_the_old_one_plus_the_ablation_steps():
     keys = {o.split("=")[0].split(".")[-1] for s in steps for o in s.overrides}
     for technique in ("flip", "pad_mode", "lookahead", "bn_lr_mult", "init", "tta", "epochs", "name"):
         assert technique in keys, f"no ablation step sets {technique}"
+
+
+# ---------------------------------------------------------------- a whitening stem for the CIFAR ResNets
+
+def test_resnet_whitening_stem_whitens_the_top_patch_directions():
+    from tests.test_speednet import correlated_images
+
+    model = timm.create_model("resnet20_cifar", num_classes=10, whiten_stem=True)
+    assert not model.conv1.weight.requires_grad and model.whiten is model.conv1
+    x = correlated_images()
+    model.init_from_data(x, eps=1e-6)
+    with torch.no_grad():
+        out = model.conv1(x)[:, :, 1:-1, 1:-1] - model.conv1.bias.view(1, -1, 1, 1)   # no padded border
+    half = out[:, :8].permute(0, 2, 3, 1).reshape(-1, 8)
+    cov = torch.cov(half.T.double())
+    assert torch.allclose(cov, torch.eye(8, dtype=torch.float64), atol=0.05), cov.diag()
+    assert torch.allclose(out[:, 8:], -out[:, :8], atol=1e-5)
+    assert not hasattr(timm.create_model("resnet20_cifar"), "init_from_data")   # off: the plain ResNet
+
+
+def test_trainer_initialises_the_resnet_whitening_stem_and_freezes_its_bias(image_folder, tmp_path):
+    run("train.py", "recipes/cifar10_resnet20.yaml", f"data.root={image_folder}", "data.eval.size=16",
+        "model.kwargs={whiten_stem: true}", "model.stem_bias_epochs=1", "schedule.epochs=2",
+        "train.global_batch=8", "augment.pad_px=1", "runtime.keep_epoch_checkpoints=true",
+        f"runtime.out_dir={tmp_path}", "runtime.run_name=rw")
+    first, second = (torch.load(tmp_path / "rw" / f"epoch_{e:03d}.pt", map_location="cpu", weights_only=True)["model"]
+                     for e in (1, 2))
+    fresh = timm.create_model("resnet20_cifar", num_classes=3, whiten_stem=True).conv1.weight
+    assert not torch.allclose(first["conv1.weight"], fresh) and torch.equal(first["conv1.weight"],
+                                                                            second["conv1.weight"])
+    assert first["conv1.bias"].abs().sum() > 0 and torch.equal(first["conv1.bias"], second["conv1.bias"])
