@@ -102,9 +102,9 @@ class EvalCfg:
     interpolation: Interpolation = "bilinear"
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    # test-time augmentation of the final evaluation (summary, evaluate.py; trainkit.eval.tta): logits
-    # averaged over the image and its mirror (flip), and over 1 px reflect-padded shifts (flip+translate:
-    # airbench's 6 views)
+    # test-time augmentation of every evaluation of the model (val during training, the summary, evaluate.py;
+    # trainkit.eval.tta): logits averaged over the image and its mirror (flip), and over 1 px reflect-padded
+    # shifts (flip+translate: airbench's 6 views, 6x the evaluation cost)
     tta: Literal["none", "flip", "flip+translate"] = "none"
 
     def check(self, key: str) -> None:
