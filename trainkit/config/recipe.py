@@ -71,8 +71,8 @@ class ModelCfg:
     bn_momentum: float | None = None      # every BatchNorm's torch momentum (weight of the new batch statistics;
                                           #   airbench's "momentum 0.6" is torch's 0.4); null: the model's own
     bn_eps: float | None = None           # every BatchNorm's eps; null: the model's own
-    # a data-initialised whitening stem (speednet_cifar's ``whiten``): its bias trains for this many
-    # epochs, then freezes (airbench: 3); null: it trains throughout
+    # a data-initialised whitening stem (speednet_cifar's; resnet*_cifar's with kwargs.whiten_stem: true): its
+    # bias trains for this many epochs, then freezes (airbench: 3); null: it trains throughout
     stem_bias_epochs: int | None = None
 
     def check(self, key: str) -> None:

@@ -115,7 +115,8 @@ def stem_bias(model: torch.nn.Module, epochs: int | None) -> torch.nn.Parameter 
     stem = getattr(model, "whiten", None)
     if stem is None or getattr(stem, "bias", None) is None:
         raise RecipeError(f"model.stem_bias_epochs: {type(model).__name__} has no whitening stem with a bias "
-                          f"(speednet_cifar has one); leave it null")
+                          f"(speednet_cifar has one, and resnet*_cifar with model.kwargs.whiten_stem: true); "
+                          f"leave it null")
     return stem.bias
 
 
