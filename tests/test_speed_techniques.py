@@ -106,9 +106,13 @@ def test_batchnorm_group_lr_weight_decay_and_frozen_gamma():
     norm = next(g for g in opt.param_groups if any(p is bn[0].bias for p in g["params"]))
     other = next(g for g in opt.param_groups if any(p is model.head.weight for p in g["params"]))
     assert norm["lr"] == pytest.approx(64 * other["lr"]) and other["lr"] == pytest.approx(0.5)
-    # decoupled: the shrink per step (lr x torch's weight_decay) is weight_decay in every group
+    # decoupled: the shrink per step (lr x torch's weight_decay) is weight_decay in every group, scaled with
+    # the batch as the lr is (a global batch of 2 x lr_ref_batch: the scaled lr 1.0 for lr 0.5)
     for group in (norm, other):
         assert group["lr"] * group["weight_decay"] == pytest.approx(0.002)
+    doubled = build_optimizer(model, cfg, lr=1.0)
+    assert all(g["lr"] * g.get("lr_scale", 1.0) * g["weight_decay"] == pytest.approx(0.004)
+               for g in doubled.param_groups)   # before a scheduler applies lr_scale
     sched.step()
     with torch.no_grad():
         before = bn[0].weight.clone()

@@ -371,9 +371,10 @@ class OptimCfg:
     bn_lr_mult: float = 1.0               # their lr = lr x this
     bn_weight_decay: float | None = None  # their weight decay; null: as no_decay_norm_bias says
     bn_freeze_weight: bool = False        # gamma stays 1 (not trained); the bias still trains
-    # true: weight_decay is the shrink per step at the schedule's peak, whatever the group's lr (airbench's
-    # decoupled form: torch's weight_decay = weight_decay / group lr), so changing lr or bn_lr_mult
-    # does not change the decay; false: torch's coupled form (shrink = lr x weight_decay)
+    # true: weight_decay is the shrink per step per lr_ref_batch images (scaled with the batch like lr) at the
+    # schedule's peak, whatever the group's lr (airbench's decoupled form: torch's weight_decay = weight_decay /
+    # (lr x group multiplier)), so changing lr or bn_lr_mult leaves the decay alone; false: torch's coupled
+    # form (shrink = lr x weight_decay)
     wd_independent_of_lr: bool = False
     lookahead: LookaheadCfg | None = None   # slow weights every k steps (trainkit.train.lookahead); null: off
 

@@ -75,9 +75,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *,
     ``no_decay_norm_bias`` every 1-d parameter (norm weights, biases) and the
     model's ``no_weight_decay()`` set get weight decay 0. ``param_groups`` (with their own
     ``weight_decay`` and ``lr_scale``, e.g. from trainkit.train.finetune) replace that grouping;
-    the ``bn_*`` keys (:func:`norm_param_groups`) do the same. ``wd_independent_of_lr`` divides
-    each group's weight decay by its peak lr (base lr x ``lr_scale``), so the shrink per step is
-    ``weight_decay`` x the schedule's factor whatever the lr (airbench's decoupled form).
+    the ``bn_*`` keys (:func:`norm_param_groups`) do the same. ``wd_independent_of_lr`` makes the
+    shrink per step ``weight_decay`` per ``lr_ref_batch`` images x the schedule's factor, whatever the lr
+    and the group's ``lr_scale`` (airbench's decoupled form, "per 1024 examples").
     """
     name = OPTIMIZERS.get(cfg.name.lower())(cfg)
     kwargs = dict(cfg.kwargs)
@@ -97,8 +97,10 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *,
     optimizer = create_optimizer_v2(params, opt=name, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                     filter_bias_and_bn=cfg.no_decay_norm_bias, **kwargs)
     if cfg.wd_independent_of_lr:
+        # shrink per step = torch's wd x the group's scheduled lr = weight_decay x (global batch / lr_ref_batch)
+        # x the schedule's factor: scaled with the batch as the lr is (lr / cfg.lr), whatever lr and lr_scale
         for group in optimizer.param_groups:
-            group["weight_decay"] = group["weight_decay"] / (lr * group.get("lr_scale", 1.0))
+            group["weight_decay"] = group["weight_decay"] / (cfg.lr * group.get("lr_scale", 1.0))
     return optimizer
 
 
