@@ -251,7 +251,6 @@ def main() -> None:
     p.add_argument("--results", default=str(suite.RESULTS))
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args()
-    args.repeats = 1
     root = Path(args.root).resolve()
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         sys.exit(f"error: --root {args.root}: needs train/ and test/ (a CIFAR-10 ImageFolder)")
@@ -262,7 +261,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         res = run_section(args, root, Path(tmp), suite.subset_folder)
-    suite.save(args, "airbench", res, 1, load_start, script="benchmarks/airbench_side_by_side.py")
+    suite.save(args, "airbench", res, 1, load_start, script="benchmarks/airbench_side_by_side.py", planned=1)
     plot(json.loads((Path(args.results) / "airbench.json").read_text()), Path(args.results) / "airbench.png")
     text = suite.render(Path(args.results), Path(args.out))
     print(text.split("## Side by side")[1].split("\n## ")[0] if "## Side by side" in text else text)
