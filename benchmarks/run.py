@@ -26,6 +26,9 @@ Sections (``--only`` picks a subset):
               train/val/test JPEGs; val top-1 every epoch against wall time, test top-1 of every epoch
               after the runs; the speed recipe's test top-1 at the budget (long: about
               budget + timm's run + the per-epoch test evaluations, per repeat)
+  airbench    airbench94 through the shared CPU adapter vs recipes/cifar10_speedrun_airbench.yaml, whole
+              process each, same data (airbench_side_by_side.py; --airbench-* options; long: about 20 min
+              per run, 2 airbench runs + 5 seeds of ours by default)
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+import airbench_side_by_side as airbench
 import time_to_accuracy as tta
 from trainkit.config import formats   # importable: time_to_accuracy put the checkout on sys.path
 
@@ -51,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
-SECTIONS = ("data", "data_large", "train", "eval", "tta")
+SECTIONS = ("data", "data_large", "train", "eval", "tta", "airbench")
 
 
 def sh(cmd: list[str], cwd: Path = ROOT) -> tuple[str, float]:
@@ -270,6 +274,10 @@ def section_eval(args, root: Path, tmp: Path) -> dict:
             "commands": {k: shown(c, tmp) for k, c in cmds.items()}, "settings": {"batch": 2 * args.batch}}
 
 
+def section_airbench(args, root: Path, tmp: Path) -> dict:
+    return airbench.run_section(args, root, tmp, subset_folder, prefix="airbench-")
+
+
 def section_tta(args, root: Path, tmp: Path) -> dict:
     res = tta.run_section(args, root, tmp, subset_folder)
     tta.plot(res, Path(args.results) / "tta.png")
@@ -324,9 +332,12 @@ def render_train(res: dict) -> list[str]:
 
 TITLES = {"data": "Data pipeline, CIFAR-10 JPEG", "data_large": "Data pipeline, larger JPEGs",
           "train": "Training: train.py vs timm's train.py, with the ceiling", "eval": "Evaluation",
-          "tta": "Time to accuracy: the speed recipe vs timm's train.py"}
+          "tta": "Time to accuracy: the speed recipe vs timm's train.py",
+          "airbench": "Side by side with airbench94 on this CPU"}
 RENDER = {"data": render_pairs, "data_large": render_pairs, "train": render_train, "eval": render_pairs,
-          "tta": tta.render}
+          "tta": tta.render, "airbench": airbench.render}
+# sections whose chart is drawn from the record at every rendering (so it regenerates byte-identical)
+CHARTS = {"airbench": airbench.plot}
 
 
 FINETUNE_PHOTOS = "finetune_photos"   # written by benchmarks/finetune_photos.py, one entry per part
@@ -389,6 +400,8 @@ def render(results: Path, out: Path) -> str:
                          f"{section}`{' --timm-dir PATH' if section in ('train', 'tta') else ''}.")
             continue
         res = formats.read(path, formats.BENCHMARK)
+        if section in CHARTS:
+            CHARTS[section](res, results / f"{section}.png")
         load = res["load_average"]
         lines += [f"`{res['command']}`", "",
                   f"Measured {res['measured']} on {res['machine']}; trainkit `{res['git_commit'][:12]}`; "
@@ -432,6 +445,7 @@ def main() -> None:
     p.add_argument("--timm-workers", type=int, default=None, help="tta: timm's -j (default: the train section's best)")
     p.add_argument("--timm-precision", choices=("bf16", "fp32"), default=None,
                    help="tta: timm's precision (default: the faster ceiling of the train section)")
+    airbench.add_arguments(p, prefix="airbench-")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args()
@@ -452,15 +466,18 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 args.load_start = os.getloadavg()[0]
                 res = globals()[f"section_{section}"](args, root, Path(tmp))
-            save(args, section, res, args.repeats, args.load_start)
+            # airbench counts its own runs (--airbench-peer-runs, --airbench-ours-seeds): one pass
+            repeats = 1 if section == "airbench" else args.repeats
+            save(args, section, res, repeats, args.load_start, planned=repeats)
     print(render(results, Path(args.out)))
 
 
-def save(args, section: str, res: dict, repeats_done: int, load_start: float) -> None:
+def save(args, section: str, res: dict, repeats_done: int, load_start: float,
+         script: str = "benchmarks/run.py", planned: int | None = None) -> None:
     """benchmarks/results/<section>.json: the section's runs with the command and machine that made them."""
     argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    res = {**res, "section": section, "command": f"python benchmarks/run.py {argv}", "repeats": repeats_done,
-           "repeats_planned": args.repeats,
+    res = {**res, "section": section, "command": f"python {script} {argv}", "repeats": repeats_done,
+           "repeats_planned": planned if planned is not None else args.repeats,
            "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "git_commit": git_head(ROOT), "load_average": [load_start, os.getloadavg()[0]]}
     formats.write(Path(args.results) / f"{section}.json", formats.BENCHMARK, res)

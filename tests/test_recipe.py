@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from trainkit.config.schema import RecipeError
-from trainkit.config.recipe import (apply_overrides, load_recipe, load_tree, parse_recipe, recipe_dict, recipe_hash,
-                                    recipe_yaml)
+from trainkit.config.recipe import (apply_overrides, load_recipe, load_tree, parse_recipe, recipe_dict,
+                                    recipe_hash, recipe_yaml)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
@@ -65,7 +65,7 @@ def test_overrides_parse_yaml_scalars():
     ("loss.lable_smoothing=0.1", "unknown key loss.lable_smoothing; did you mean loss.label_smoothing?"),
     ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
     ("train.precision=fp8", "train.precision: invalid value 'fp8'"),
-    ("schedule.epochs=2.5", "schedule.epochs: expected an integer"),
+    ("train.global_batch=2.5", "train.global_batch: expected an integer"),   # schedule.epochs may be 9.9
     ("optim.name=adamx", "did you mean 'adamax'"),
     ("schedule.warmup_epochs=50", "schedule.warmup_epochs: must be in [0, epochs=4)"),
     ("data.holdout_fraction=1.5", "data.holdout_fraction"),

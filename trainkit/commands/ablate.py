@@ -50,6 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("recipe", help="base recipe YAML; key.path=value overrides (applied to every run) go anywhere")
     p.add_argument("--step", action="append", default=[], metavar='"NAME: key=value ..."',
                    help="one cumulative delta (repeat, in order)")
+    p.add_argument("--steps-file", type=Path, metavar="FILE",
+                   help="more steps, one per line in --step's form, after any --step (# comments, blank lines "
+                        "skipped), e.g. recipes/ablations/cifar10_speedrun_airbench.steps")
     add_shared(p, "seeds", "out", "data_root", "device", "precision", defaults={"seeds": [0, 1]},
                help={"seeds": "seeds each step is trained with (default 0 1)",
                      "out": "folder for the run folders and ablation.md (default runs/ablate-<recipe>-<time>)",
@@ -70,6 +73,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.runs_dir = args.runs_dir or (args.out if args.out is not None and not table_only else default_dir)
     args.table = output_file(args.out, "ablation.md", (".md",), default_dir=args.runs_dir)
     return args
+
+
+def read_steps_file(path: Path | None) -> list[str]:
+    """The step lines of ``--steps-file`` (none without one)."""
+    if path is None:
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"--steps-file {path}: cannot read it ({err})") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def check_steps(recipe_path: str, plan: list) -> None:
@@ -103,7 +117,7 @@ def check_reused(summary: Path, expected_hash: str) -> dict:
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    steps = [parse_step(s) for s in args.step]
+    steps = [parse_step(s) for s in args.step + read_steps_file(args.steps_file)]
     plan = cumulative(args.overrides, steps)
     check_steps(args.recipe, plan)
     problem = commit_problem(git_commit()) if args.records and not args.allow_dirty else None

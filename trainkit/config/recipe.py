@@ -67,9 +67,24 @@ class ModelCfg:
     drop_rate: float | None = None        # dropout before the classifier
     drop_path_rate: float | None = None   # stochastic depth, for models that support it
     kwargs: dict = field(default_factory=dict)  # passed to timm.create_model as they are
+    # dirac: every 3x3 conv whose output is at least as wide as its input starts as the identity on
+    # its first in-channels (airbench's init; the rest keeps timm's init); default: the model's own
+    init: Literal["default", "dirac"] = "default"
+    bn_momentum: float | None = None      # every BatchNorm's torch momentum (weight of the new batch statistics;
+                                          #   airbench's "momentum 0.6" is torch's 0.4); null: the model's own
+    bn_eps: float | None = None           # every BatchNorm's eps; null: the model's own
+    # a data-initialised whitening stem (speednet_cifar's; resnet*_cifar's with kwargs.whiten_stem: true): its
+    # bias trains for this many epochs, then freezes (airbench: 3); null: it trains throughout
+    stem_bias_epochs: int | None = None
 
     def check(self, key: str) -> None:
         MODELS.check(self.name, f"{key}.name")
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum <= 1.0:
+            raise RecipeError(f"{key}.bn_momentum: torch's convention, in (0, 1], got {self.bn_momentum}")
+        if self.bn_eps is not None and not self.bn_eps > 0:
+            raise RecipeError(f"{key}.bn_eps: must be > 0, got {self.bn_eps}")
+        if self.stem_bias_epochs is not None and self.stem_bias_epochs < 0:
+            raise RecipeError(f"{key}.stem_bias_epochs: must be >= 0 or null, got {self.stem_bias_epochs}")
         if self.pretrained_map is not None and not self.pretrained:
             raise RecipeError(f"{key}.pretrained_map: set only with {key}.pretrained (a weights file)")
         check_path(self.pretrained, f"{key}.pretrained")
@@ -89,6 +104,10 @@ class EvalCfg:
     interpolation: Interpolation = "bilinear"
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # test-time augmentation of every evaluation of the model (val during training, the summary, evaluate.py;
+    # trainkit.eval.tta): logits averaged over the image and its mirror (flip), and over 1 px reflect-padded
+    # shifts (flip+translate: airbench's 6 views, 6x the evaluation cost)
+    tta: Literal["none", "flip", "flip+translate"] = "none"
 
     def check(self, key: str) -> None:
         if self.size < 1:
@@ -181,8 +200,15 @@ class AugmentCfg:
     random_erasing: float = 0.0           # probability per image (on the normalised batch)
     random_erasing_mode: Literal["const", "rand", "pixel"] = "pixel"   # timm's fill modes
     random_erasing_count: int = 1         # boxes per erased image
+    # random: each image flipped with probability hflip every epoch; alternate: each image flipped on
+    # every other epoch, starting flipped or not at random (airbench), so needs hflip: 0.5
+    flip: Literal["random", "alternate"] = "random"
+    pad_mode: Literal["zeros", "reflect"] = "zeros"   # crop: pad -> what fills the border
 
     def check(self, key: str) -> None:
+        if self.flip == "alternate" and self.hflip != 0.5:
+            raise RecipeError(f"{key}.flip: alternate flips every image on every other epoch, half of them each "
+                              f"epoch: set {key}.hflip: 0.5 (got {self.hflip})")
         for name in ("hflip", "random_erasing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise RecipeError(f"{key}.{name}: a probability in [0, 1], got {getattr(self, name)}")
@@ -311,6 +337,26 @@ class LossCfg:
 
 
 @dataclass(frozen=True)
+class LookaheadCfg:
+    """Lookahead (Zhang et al. 2019) as airbench uses it: every ``k`` optimizer steps the slow copy of the
+    weights (BatchNorm statistics included) moves ``alpha`` of the way to the fast weights and the fast
+    weights restart from it; the run ends on the slow weights. ``alpha_ramp_power`` > 0 ramps alpha from 1
+    (plain training) at step 0 down to ``alpha`` at the last step as ``1 - (1 - alpha) * progress ** power``
+    (airbench: k 5, alpha 0.226, power 3); 0: alpha throughout (the paper's form, timm's Lookahead)."""
+    k: int = 5                            # optimizer steps between synchronisations
+    alpha: float = 0.5                    # the slow weights' step towards the fast ones, (0, 1]
+    alpha_ramp_power: float = 0.0
+
+    def check(self, key: str) -> None:
+        if self.k < 1:
+            raise RecipeError(f"{key}.k: must be >= 1 optimizer steps, got {self.k}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise RecipeError(f"{key}.alpha: must be in (0, 1], got {self.alpha}")
+        if self.alpha_ramp_power < 0:
+            raise RecipeError(f"{key}.alpha_ramp_power: must be >= 0, got {self.alpha_ramp_power}")
+
+
+@dataclass(frozen=True)
 class OptimCfg:
     name: str = "sgd"                     # OPTIMIZERS: sgd, adamw, or any optimizer timm's factory knows
     lr: float = 0.1                       # per lr_ref_batch images; scaled linearly to global_batch
@@ -323,10 +369,24 @@ class OptimCfg:
     eps: float | None = None
     clip_grad_norm: float | None = None
     kwargs: dict = field(default_factory=dict)
+    # BatchNorm parameters in their own group (airbench: biases at 64x the lr, gamma frozen at 1)
+    bn_lr_mult: float = 1.0               # their lr = lr x this
+    bn_weight_decay: float | None = None  # their weight decay; null: as no_decay_norm_bias says
+    bn_freeze_weight: bool = False        # gamma stays 1 (not trained); the bias still trains
+    # true: weight_decay is the shrink per step per lr_ref_batch images (scaled with the batch like lr) at the
+    # schedule's peak, whatever the group's lr (airbench's decoupled form: torch's weight_decay = weight_decay /
+    # (lr x group multiplier)), so changing lr or bn_lr_mult leaves the decay alone; false: torch's coupled
+    # form (shrink = lr x weight_decay)
+    wd_independent_of_lr: bool = False
+    lookahead: LookaheadCfg | None = None   # slow weights every k steps (trainkit.train.lookahead); null: off
 
     def check(self, key: str) -> None:
         OPTIMIZERS.check(self.name.lower(), f"{key}.name")
         check_kwargs(self.kwargs, f"{key}.kwargs")
+        if self.bn_lr_mult <= 0:
+            raise RecipeError(f"{key}.bn_lr_mult: must be positive, got {self.bn_lr_mult}")
+        if self.bn_weight_decay is not None and self.bn_weight_decay < 0:
+            raise RecipeError(f"{key}.bn_weight_decay: must be >= 0 or null, got {self.bn_weight_decay}")
         if self.lr <= 0 or self.lr_ref_batch < 1:
             raise RecipeError(f"{key}.lr and {key}.lr_ref_batch: must be positive, got {self.lr} and "
                               f"{self.lr_ref_batch}")
@@ -336,8 +396,10 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = "cosine"                  # SCHEDULES: cosine, linear, step, multistep, onecycle, constant
-    epochs: int = 10
+    # SCHEDULES: cosine, linear, step, multistep, onecycle, constant, triangular (linear from
+    # warmup_start_factor up to 1 at onecycle_pct_start of the run, then linear down to min_lr_factor)
+    name: str = "cosine"
+    epochs: int | float = 10              # a fraction runs part of the last epoch (airbench: 9.9)
     warmup_epochs: float = 0.0            # linear warmup from warmup_start_factor * lr
     warmup_start_factor: float = 0.01
     min_lr_factor: float = 0.0            # cosine/linear floor, as a fraction of lr
@@ -358,9 +420,12 @@ class ScheduleCfg:
             raise RecipeError(f"{key}.epochs: must be >= 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise RecipeError(f"{key}.warmup_epochs: must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
-        if self.name == "onecycle" and self.warmup_epochs:
-            raise RecipeError(f"{key}.warmup_epochs: onecycle warms up by itself (onecycle_pct_start); "
+        if self.name in ("onecycle", "triangular") and self.warmup_epochs:
+            raise RecipeError(f"{key}.warmup_epochs: {self.name} warms up by itself (onecycle_pct_start); "
                               f"set warmup_epochs: 0")
+        if self.budget_minutes is not None and self.epochs != int(self.epochs):
+            raise RecipeError(f"{key}.epochs: a budget (budget_minutes) decides whole epochs; the cap must be a "
+                              f"whole number, got {self.epochs}")
         if self.budget_minutes is not None and self.name in ("step", "multistep"):
             # the budget decides the epoch count at start-up; these decay at absolute epochs, which a
             # shorter run never reaches (its lr would never decay)

@@ -204,6 +204,10 @@ class AugmentOp:
         """Why the op makes a sample's input differ between epochs (None: it does not)."""
         return None
 
+    def batched_only(self, aug: "AugmentCfg") -> bool:
+        """True when the op as configured exists only in its batched form (the in-memory path)."""
+        return False
+
     def sample_steps(self, aug: "AugmentCfg", size: int, interpolation: str, mean: list[float]) -> list:
         """The per-sample (PIL) form."""
         return []
@@ -235,7 +239,7 @@ class Crop(AugmentOp):
                                         interpolation=INTERPOLATION[aug.interpolation or interpolation])]
         steps = [T.Resize(size, interpolation=INTERPOLATION[interpolation], antialias=True), T.CenterCrop(size)]
         if aug.crop == "pad" and aug.pad_px:
-            steps.append(T.RandomCrop(size, padding=aug.pad_px, fill=0))
+            steps.append(T.RandomCrop(size, padding=aug.pad_px, fill=0, padding_mode=PAD_MODES[aug.pad_mode]))
         return steps
 
     def batch_op(self, aug):
@@ -244,25 +248,37 @@ class Crop(AugmentOp):
             return lambda x, gen: resized_crops(x, random_resized_boxes(len(x), *x.shape[-2:], scale, ratio, gen),
                                                 x.shape[-2])
         if aug.crop == "pad" and aug.pad_px:
-            return functools.partial(pad_crops, pad_px=aug.pad_px)
+            return functools.partial(pad_crops, pad_px=aug.pad_px, mode=aug.pad_mode)
         return None
 
 
 @AUGMENT_OPS.register("hflip")
 class HorizontalFlip(AugmentOp):
+    """flip=random: each image with probability hflip; flip=alternate: each image on every other epoch
+    (:class:`AlternateFlips`), which needs to know the image and the epoch: the in-memory path only."""
     example = "augment.hflip=0.5"
 
     def active(self, aug):
         return aug.hflip > 0
 
     def random(self, aug):
-        return f"augment.hflip={aug.hflip} flips at random" if self.active(aug) else None
+        if not self.active(aug):
+            return None
+        return f"augment.hflip={aug.hflip} flips at random" if aug.flip == "random" else \
+            "augment.flip=alternate flips each image on every other epoch"
+
+    def batched_only(self, aug):
+        return self.active(aug) and aug.flip == "alternate"
 
     def sample_steps(self, aug, size, interpolation, mean):
+        if self.batched_only(aug):
+            raise ValueError("augment.flip=alternate has no per-sample form (it needs the in-memory path)")
         return [T.RandomHorizontalFlip(aug.hflip)] if self.active(aug) else []
 
     def batch_op(self, aug):
-        return functools.partial(flips, prob=aug.hflip) if self.active(aug) else None
+        if not self.active(aug):
+            return None
+        return AlternateFlips() if aug.flip == "alternate" else functools.partial(flips, prob=aug.hflip)
 
 
 @AUGMENT_OPS.register("auto_augment")
@@ -370,6 +386,12 @@ def batched_supported(aug: "AugmentCfg") -> bool:
     return all(op.has_batched for op in ops() if op.active(aug))
 
 
+def batched_only_reason(aug: "AugmentCfg") -> str | None:
+    """The first active op that has no per-sample form, as its recipe key (None: every op has one)."""
+    return next((f"augment.{name}" for name in AUGMENT_OPS.names()
+                 if AUGMENT_OPS.get(name)().batched_only(aug)), None)
+
+
 def random_reasons(aug: "AugmentCfg") -> list[str]:
     """Why ``aug`` makes a sample's input differ between epochs, one reason per random op."""
     return [r for r in (op.random(aug) for op in ops()) if r]
@@ -438,14 +460,19 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tens
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def pad_crops(x: torch.Tensor, gen: torch.Generator, pad_px: int) -> torch.Tensor:
-    """Zero-pad each image by ``pad_px`` and crop a random window of the original size."""
+# augment.pad_mode -> torchvision's padding_mode (per-sample) and torch.nn.functional.pad's mode (batched)
+PAD_MODES = {"zeros": "constant", "reflect": "reflect"}
+
+
+def pad_crops(x: torch.Tensor, gen: torch.Generator, pad_px: int, mode: str = "zeros") -> torch.Tensor:
+    """Pad each image by ``pad_px`` (zeros, or the image reflected at its border) and crop a random
+    window of the original size."""
     # Pad once, view every (2p+1)^2 shifted window of each image (as_strided, no copy), then
     # pick one window per image with one advanced index: no per-sample Python, and 2.5-3x
     # cheaper than row/column gathers at 32 and 160 px.
     b, _, h, w = x.shape
     p = pad_px
-    padded = torch.nn.functional.pad(x, (p, p, p, p)).contiguous()
+    padded = torch.nn.functional.pad(x, (p, p, p, p), mode=PAD_MODES[mode]).contiguous()
     dy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device, non_blocking=True)
     dx = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device, non_blocking=True)
     sb, sc, sh, sw = padded.stride()
@@ -457,6 +484,28 @@ def flips(x: torch.Tensor, gen: torch.Generator, prob: float) -> torch.Tensor:
     """Flip each image horizontally with probability ``prob``."""
     flip = (torch.rand(len(x), generator=gen) < prob).to(x.device, non_blocking=True)
     return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def image_coins(index: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed fair coin per image index (bool), from an integer hash of (seed, index): the same in every
+    epoch, process and world size, with no state to save."""
+    h = (index.to(torch.int64) + (seed * 0x9E3779B9 + 0x632BE59B)) & 0xFFFFFFFF
+    for _ in range(2):   # two rounds of a 32-bit xorshift-multiply mix (products stay below 2**58)
+        h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return ((h ^ (h >> 16)) & 1).bool()
+
+
+class AlternateFlips:
+    """airbench's alternating flip: image ``i`` is mirrored in epoch ``e`` when its coin (drawn once)
+    differs from ``e``'s parity. Each epoch flips half the images, and every image is seen both ways in
+    any two consecutive epochs (random flips repeat a view with probability 1/2). It needs each image's
+    index and the epoch: :class:`trainkit.data.transforms.BatchAugment` passes them (``wants_position``)."""
+    wants_position = True
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, index: torch.Tensor, epoch: int,
+                 seed: int) -> torch.Tensor:
+        flip = (image_coins(index, seed) ^ bool(epoch % 2)).to(x.device, non_blocking=True)
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 class BatchRandomErasing:

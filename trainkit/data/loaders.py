@@ -26,8 +26,9 @@ import torch
 from PIL import Image
 
 from trainkit.data.sources import DataError, Split
+from trainkit.config.schema import RecipeError
 from trainkit.runtime.progress import progress
-from trainkit.data.augment import batched_supported, post_ops
+from trainkit.data.augment import batched_only_reason, batched_supported, post_ops
 from trainkit.data.multiscale import Resolution, SizedBatches, cached_by_size, resize_uint8
 from trainkit.config.recipe import AugmentCfg, DataCfg, MultiScaleCfg, RuntimeCfg
 from trainkit.data.transforms import (BatchAugment, Normalize, eval_transform, pil_to_uint8,
@@ -301,7 +302,8 @@ class Loader(EpochLoader):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator()
         try:
-            for k, (images, targets, skipped) in enumerate(self._source(), start=self.batches.start):
+            # an in-memory source also yields the images' indices (for ops that follow each image: alternate flips)
+            for k, (images, targets, skipped, *index) in enumerate(self._source(), start=self.batches.start):
                 gen.manual_seed(batch_seed(self.seed, self.epoch, self.batches.rank, k))
                 self.skipped += skipped
                 if len(targets) == 0:
@@ -311,7 +313,7 @@ class Loader(EpochLoader):
                 images = images.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
                 if self.augment is not None:
-                    images = self.augment(images, gen)
+                    images = self.augment(images, gen, index[0] if index else None, self.epoch, self.seed)
                 layout = torch.channels_last if self.channels_last else torch.contiguous_format
                 images = self.normalize(images, layout)
                 if self.post is not None:
@@ -328,10 +330,11 @@ def _tensor_source(images: torch.Tensor, targets: torch.Tensor, batches: EpochBa
     def produce():
         for batch in batches:
             # Built on the host, copied without a stream sync (a plain H2D copy would wait for the GPU).
-            idx = torch.tensor([item[0] for item in batch]).to(images.device, non_blocking=True)
+            host_idx = torch.tensor([item[0] for item in batch])
+            idx = host_idx.to(images.device, non_blocking=True)
             px = batch[0][2] if len(batch[0]) > 2 else None   # multi-scale: this batch's size
             picked = images.index_select(0, idx)
-            yield (picked if px is None else resize_uint8(picked, px)), targets.index_select(0, idx), 0
+            yield (picked if px is None else resize_uint8(picked, px)), targets.index_select(0, idx), 0, host_idx
     return produce
 
 
@@ -388,7 +391,14 @@ def choose_path(data: DataCfg, split: Split, *, train: bool, augment: AugmentCfg
                 multiscale: MultiScaleCfg | None = None) -> bool:
     """Whether ``split`` is served by the in-memory path: the one decision, made by the plan for training."""
     batched_ok = batched_supported(augment) if train else True
-    return use_in_memory(data, split, decode_size(data, train, multiscale, seed), chans, batched_ok)
+    fast = use_in_memory(data, split, decode_size(data, train, multiscale, seed), chans, batched_ok)
+    needs_batched = batched_only_reason(augment) if train else None
+    if needs_batched and not fast:
+        why = "data.in_memory is false" if data.in_memory is False else \
+            "another augmentation needs the per-sample path" if not batched_ok else \
+            f"the decoded split exceeds data.in_memory_max_mb={data.in_memory_max_mb}"
+        raise RecipeError(f"{needs_batched}: exists only on the in-memory path, and {why}")
+    return fast
 
 
 def make_loader(split: Split, *, train: bool, data: DataCfg, augment: AugmentCfg, settings: LoaderSettings,

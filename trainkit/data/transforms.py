@@ -92,9 +92,21 @@ class BatchAugment:
     def active(self) -> bool:
         return bool(self.ops)
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    @property
+    def wants_position(self) -> bool:
+        """Whether an op needs each image's index and the epoch (e.g. augment.flip=alternate)."""
+        return any(getattr(op, "wants_position", False) for op in self.ops)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, index: torch.Tensor | None = None, epoch: int = 0,
+                 seed: int = 0) -> torch.Tensor:
+        """``index`` (the images' indices in the split), ``epoch`` and ``seed``: for the ops that want them."""
         for op in self.ops:
-            x = op(x, gen)
+            if getattr(op, "wants_position", False):
+                if index is None:
+                    raise ValueError(f"{type(op).__name__} needs the batch's image indices")
+                x = op(x, gen, index, epoch, seed)
+            else:
+                x = op(x, gen)
         return x
 
 

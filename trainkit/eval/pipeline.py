@@ -26,6 +26,7 @@ from trainkit.data.sources import DataError, Split, open_source, resolve_splits
 from trainkit.eval.loop import evaluate
 from trainkit.eval.metrics import format_metrics, write_confusion_csv, write_confusion_png
 from trainkit.eval.restricted import class_indices, evaluate_restricted
+from trainkit.eval.tta import with_tta
 from trainkit.config.schema import RecipeError
 from trainkit.eval.ensemble import member_logits, meter_for
 from trainkit.models.ensemble import combine
@@ -155,6 +156,8 @@ def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataC
     precision = opts.precision or loaded.precision
     if tta_flip or tta_sizes:
         model = TTA(model, tta_sizes, flip=tta_flip)
+    else:   # the model's own: data.eval.tta of the recipe that trained it (its summary evaluates this way)
+        model = with_tta(model, loaded.eval.tta)
     if subset is None:
         metrics = evaluate(model, loader, num_classes=loaded.num_classes, device=device, precision=precision,
                            show_progress=show_progress, desc=f"eval {split}").compute()
@@ -167,7 +170,8 @@ def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataC
             "model": loaded.arch, "precision": precision, "batch": settings.batch,
             "classes": list(splits["train"].classes), "skipped_images": loader.skipped,
             "recipe_hash": info.get("recipe_hash"), "weights": info.get("weights", "raw"),
-            "tta": {"flip": tta_flip, "sizes": list(tta_sizes or [])}, "metrics": metrics}
+            "tta": {"flip": tta_flip, "sizes": list(tta_sizes or []),
+                    "views": "" if tta_flip or tta_sizes else loaded.eval.tta}, "metrics": metrics}
 
 
 def evaluate_card(card: ModelCard, *, data_root: str | None = None, split: str | None = None,

@@ -229,15 +229,58 @@ def _check_kwargs(name: str, drop_path_rate: float | None = None, **unknown) -> 
         raise TypeError(f"{name}() got an unexpected keyword argument {next(iter(unknown))!r}")
 
 
+@torch.no_grad()
+def whitening_filters(images: torch.Tensor, kernel_px: int, count: int, eps: float = 5e-4) -> torch.Tensor:
+    """Patch-whitening conv filters from normalised images [N, C, H, W] (airbench's first layer): the
+    eigenvectors of the ``kernel_px`` x ``kernel_px`` patch covariance with the ``count // 2`` largest
+    eigenvalues, each scaled by 1 / sqrt(eigenvalue + eps), then the same negated (so a following
+    GELU/ReLU keeps both signs): [count, C, k, k], in ascending eigenvalue order within each half."""
+    c, k = images.shape[1], kernel_px
+    patches = images.float().unfold(2, k, 1).unfold(3, k, 1)                # N, C, H-k+1, W-k+1, k, k
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+    patches = patches - patches.mean(0)
+    cov = patches.T @ patches / len(patches)
+    eigvals, eigvecs = torch.linalg.eigh(cov.double())
+    half = count // 2
+    if count % 2 or not 0 < half <= c * k * k:
+        raise ValueError(f"whitening filters: count must be even and at most {2 * c * k * k}, got {count}")
+    eigvals, eigvecs = eigvals[-half:], eigvecs[:, -half:]
+    filters = (eigvecs.T / torch.sqrt(eigvals.clamp_min(0) + eps)[:, None]).float().view(-1, c, k, k)
+    return torch.cat([filters, -filters])
+
+
+class WhitenedCifarResNet(CifarResNet):
+    """A CIFAR ResNet whose first conv (3x3, with a bias) is set by patch whitening from training images
+    and frozen (``whiten_stem=True``); its bias trains (``model.stem_bias_epochs`` can freeze it later).
+    The trainer calls :meth:`init_from_data` once, before the first step."""
+
+    def __init__(self, depth: int, **kwargs):
+        super().__init__(depth, **kwargs)
+        self.conv1 = nn.Conv2d(self.conv1.in_channels, 16, 3, padding=1, bias=True)
+        self.conv1.weight.requires_grad_(False)   # set from data, then frozen
+
+    @property
+    def whiten(self) -> nn.Conv2d:
+        """The whitening stem (the name the trainer's ``model.stem_bias_epochs`` looks for)."""
+        return self.conv1
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        self.conv1.weight.copy_(whitening_filters(images, 3, self.conv1.out_channels, eps).to(self.conv1.weight))
+        self.conv1.bias.zero_()
+
+
 def _cifar_resnet(depth: int):
     name = f"resnet{depth}_cifar"
 
     def entrypoint(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
-                   cosine_classifier: bool = False, **kwargs) -> CifarResNet:
+                   cosine_classifier: bool = False, whiten_stem: bool = False, **kwargs) -> CifarResNet:
+        """``whiten_stem``: the first conv set by patch whitening from the training images and frozen."""
         _no_hub(name, pretrained)
         _check_kwargs(name, **kwargs)
-        return CifarResNet(depth, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate or 0.0,
-                           cosine_classifier=cosine_classifier)
+        return (WhitenedCifarResNet if whiten_stem else CifarResNet)(
+            depth, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate or 0.0,
+            cosine_classifier=cosine_classifier)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name  # timm registers the function under its __name__
     entrypoint.__doc__ = f"ResNet-{depth} for 32 px inputs (He et al. 2015, section 4.2, option-A shortcuts)."

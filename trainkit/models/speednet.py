@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
-from trainkit.models.cifar import CIFAR_MEAN, CIFAR_STD, _Classifier, _check_kwargs, _no_hub
+from trainkit.models.cifar import CIFAR_MEAN, CIFAR_STD, _Classifier, _check_kwargs, _no_hub, whitening_filters
 
 default_cfgs = {"speednet_cifar": dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear",
                                        mean=CIFAR_MEAN, std=CIFAR_STD, first_conv="whiten", classifier="head",
@@ -58,14 +58,8 @@ class SpeedNet(_Classifier):
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
         """Whitening stem from normalised images [N, C, H, W]: W = +/- eigvec / sqrt(eigval + eps)."""
-        c = images.shape[1]
-        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)           # N, C, H-1, W-1, 2, 2
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4)
-        patches = patches - patches.mean(0)
-        cov = patches.T @ patches / len(patches)
-        eigvals, eigvecs = torch.linalg.eigh(cov.double())
-        filters = (eigvecs.T / torch.sqrt(eigvals.clamp_min(0) + eps)[:, None]).float().view(-1, c, 2, 2)
-        self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight))
+        filters = whitening_filters(images, 2, self.whiten.out_channels, eps)   # every eigenvector, both signs
+        self.whiten.weight.copy_(filters.to(self.whiten.weight))
         self.whiten.bias.zero_()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

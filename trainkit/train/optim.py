@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 from timm.optim import create_optimizer_v2, list_optimizers
+from timm.optim._optim_factory import default_registry
 
 from trainkit.config.recipe import OptimCfg, ScheduleCfg
 from trainkit.config.registry import OPTIMIZERS, SCHEDULES
+from trainkit.config.schema import RecipeError
 
 
 def scaled_lr(cfg: OptimCfg, global_batch: int) -> float:
@@ -25,6 +28,45 @@ for _name in list_optimizers():
         OPTIMIZERS.register(_name)(lambda cfg, _name=_name: _name)
 
 
+def takes_foreach(timm_name: str) -> bool:
+    """Whether timm's optimizer of that name accepts ``foreach`` (torch's do; Muon, Lamb ... do not)."""
+    info = default_registry.get_optimizer_info(timm_name)
+    opt_class = info.opt_class
+    if isinstance(opt_class, str):   # a lazily imported class, named by its path
+        return True
+    return "foreach" in inspect.signature(opt_class.__init__).parameters
+
+
+def uses_norm_group(cfg: OptimCfg) -> bool:
+    """Whether the optim keys put BatchNorm parameters in a group of their own."""
+    return cfg.bn_lr_mult != 1.0 or cfg.bn_weight_decay is not None or cfg.bn_freeze_weight
+
+
+def norm_param_groups(model: torch.nn.Module, cfg: OptimCfg) -> list[dict]:
+    """Groups for ``optim.bn_*``: every BatchNorm parameter at ``lr x bn_lr_mult`` with ``bn_weight_decay``
+    (null: as ``no_decay_norm_bias`` says), the rest as timm groups them (1-d and ``no_weight_decay()``
+    parameters without decay under ``no_decay_norm_bias``). ``bn_freeze_weight`` turns the BatchNorm
+    weights (gamma) off here, for good: they stay 1 and the optimizer never sees them."""
+    norm_ids: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            if cfg.bn_freeze_weight and m.weight is not None:
+                m.weight.requires_grad_(False)
+            norm_ids.update(id(p) for p in m.parameters(recurse=False))
+    skip = set(getattr(model, "no_weight_decay", lambda: ())()) if cfg.no_decay_norm_bias else set()
+    norm_wd = cfg.bn_weight_decay if cfg.bn_weight_decay is not None else \
+        (0.0 if cfg.no_decay_norm_bias else cfg.weight_decay)
+    groups = {"norm": {"params": [], "lr_scale": cfg.bn_lr_mult, "weight_decay": norm_wd},
+              "decay": {"params": [], "weight_decay": cfg.weight_decay},
+              "no_decay": {"params": [], "weight_decay": 0.0}}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = cfg.no_decay_norm_bias and (p.ndim <= 1 or name.endswith(".bias") or name in skip)
+        groups["norm" if id(p) in norm_ids else "no_decay" if no_decay else "decay"]["params"].append(p)
+    return [g for g in groups.values() if g["params"]]
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *,
                     param_groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """Create the optimizer for ``model`` at the already scaled ``lr``.
@@ -32,7 +74,10 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *,
     ``sgd`` honours ``nesterov`` (timm's own "sgd" always means Nesterov). With
     ``no_decay_norm_bias`` every 1-d parameter (norm weights, biases) and the
     model's ``no_weight_decay()`` set get weight decay 0. ``param_groups`` (with their own
-    ``weight_decay`` and ``lr_scale``, e.g. from trainkit.train.finetune) replace that grouping.
+    ``weight_decay`` and ``lr_scale``, e.g. from trainkit.train.finetune) replace that grouping;
+    the ``bn_*`` keys (:func:`norm_param_groups`) do the same. ``wd_independent_of_lr`` makes the
+    shrink per step ``weight_decay`` per ``lr_ref_batch`` images x the schedule's factor, whatever the lr
+    and the group's ``lr_scale`` (airbench's decoupled form, "per 1024 examples").
     """
     name = OPTIMIZERS.get(cfg.name.lower())(cfg)
     kwargs = dict(cfg.kwargs)
@@ -40,11 +85,23 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimCfg, lr: float, *,
         kwargs["betas"] = tuple(cfg.betas)
     if cfg.eps is not None:
         kwargs["eps"] = cfg.eps
+    if uses_norm_group(cfg):
+        if param_groups is not None:
+            raise RecipeError("optim.bn_lr_mult/bn_weight_decay/bn_freeze_weight: not combined with fine-tuning's "
+                              "per-layer groups (finetune.layer_decay, finetune.head_lr_mult)")
+        param_groups = norm_param_groups(model, cfg)
     params = model if param_groups is None else param_groups
     # foreach kernels batch the per-parameter updates (fewer launches, less Python).
-    return create_optimizer_v2(params, opt=name, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                               filter_bias_and_bn=cfg.no_decay_norm_bias, foreach=True,
-                               **kwargs)
+    if takes_foreach(name):
+        kwargs.setdefault("foreach", True)
+    optimizer = create_optimizer_v2(params, opt=name, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                    filter_bias_and_bn=cfg.no_decay_norm_bias, **kwargs)
+    if cfg.wd_independent_of_lr:
+        # shrink per step = torch's wd x the group's scheduled lr = weight_decay x (global batch / lr_ref_batch)
+        # x the schedule's factor: scaled with the batch as the lr is (lr / cfg.lr), whatever lr and lr_scale
+        for group in optimizer.param_groups:
+            group["weight_decay"] = group["weight_decay"] / (cfg.lr * group.get("lr_scale", 1.0))
+    return optimizer
 
 
 # ---------------------------------------------------------------- schedules
@@ -81,6 +138,17 @@ def onecycle(step: int, steps_per_epoch: int, cfg: ScheduleCfg) -> float:
     if step < rise:
         return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * (1 - math.cos(math.pi * step / rise)) / 2
     return _cosine(min(1.0, (step - rise) / max(1, total - rise)), cfg)
+
+
+@SCHEDULES.register("triangular")
+def triangular(step: int, steps_per_epoch: int, cfg: ScheduleCfg) -> float:
+    """airbench's schedule: linear from ``warmup_start_factor`` up to 1 at ``onecycle_pct_start`` of the
+    run, then linear down to ``min_lr_factor`` at the last step (airbench94: 0.2, 0.23, 0.07)."""
+    total = max(1, round(cfg.epochs * steps_per_epoch))
+    peak = max(1, int(cfg.onecycle_pct_start * total))
+    if step < peak:
+        return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * step / peak
+    return 1 + (cfg.min_lr_factor - 1) * min(1.0, (step - peak) / max(1, total - peak))
 
 
 @dataclass(frozen=True)

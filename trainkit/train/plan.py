@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,9 +31,9 @@ class Plan:
     accum_steps: int
     eval_batch: int
     lr: float                     # scaled to global_batch
-    epochs: int
+    epochs: int                   # epochs begun: schedule.epochs rounded up (a fraction ends the last one early)
     steps_per_epoch: int
-    total_steps: int
+    total_steps: int              # optimizer steps of the whole run (the schedule is laid out over them)
     warmup_steps: int
     num_classes: int
     in_chans: int
@@ -62,6 +63,15 @@ class Plan:
         """This plan with the epochs a wall-clock budget decided (``trainkit.train.budget``)."""
         return dataclasses.replace(self, epochs=record["epochs"], total_steps=self.steps_per_epoch * record["epochs"],
                                    budget=record)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps of epoch ``epoch`` (0-based): all of them, but fewer in a fractional last one."""
+        return max(0, min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch))
+
+    @property
+    def schedule_epochs(self) -> float:
+        """The epochs the lr schedule is laid out over (fractional when schedule.epochs is)."""
+        return self.total_steps / self.steps_per_epoch
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -111,6 +121,12 @@ def batch_split(recipe: Recipe, world: int) -> tuple[int, int]:
     return per_device, gb // (per_device * world)
 
 
+def total_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Optimizer steps of the run: a fractional ``schedule.epochs`` (9.9) ends part-way through its last
+    epoch, rounded up to a whole step as airbench does."""
+    return math.ceil(round(epochs * steps_per_epoch, 6))
+
+
 def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: dict[str, int],
               num_classes: int, in_chans: int, in_memory: bool, val_is_test: bool = False,
               report_split: str = "test") -> Plan:
@@ -129,8 +145,8 @@ def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: 
         precision=recipe.train.precision, precision_requested=recipe.train.precision,
         channels_last=recipe.runtime.channels_last is True, global_batch=recipe.train.global_batch,
         per_device_batch=per_device, accum_steps=accum, eval_batch=rt.eval_batch or 2 * per_device,
-        lr=scaled_lr(recipe.optim, recipe.train.global_batch), epochs=sch.epochs, steps_per_epoch=steps,
-        total_steps=steps * sch.epochs, warmup_steps=round(sch.warmup_epochs * steps),
+        lr=scaled_lr(recipe.optim, recipe.train.global_batch), epochs=math.ceil(sch.epochs), steps_per_epoch=steps,
+        total_steps=total_steps(sch.epochs, steps), warmup_steps=round(sch.warmup_epochs * steps),
         num_classes=num_classes, in_chans=in_chans, train_samples=split_sizes["train"],
         val_samples=split_sizes["val"], test_samples=split_sizes["test"], in_memory=in_memory,
         selected_on="last" if val_is_test else "val", report_split=report_split,

@@ -92,7 +92,7 @@ def decide_budget(recipe: Recipe, plan: Plan, dist: DistInfo, device: torch.devi
                                   probed=plan.numerics_probe)
     sch = recipe.schedule
     return budget.decide_for_run(sch.budget_minutes, plan, spent_s=process_seconds, step_rate=step_rate,
-                                 decode_s_per_image=decode_s_per_image, cap=sch.epochs,
+                                 decode_s_per_image=decode_s_per_image, cap=int(sch.epochs),
                                  eval_every=recipe.train.eval_every_epochs, is_main=dist.is_main,
                                  least=budget.least_epochs(sch.warmup_epochs, schedule_points(recipe).values()))
 

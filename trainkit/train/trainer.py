@@ -25,6 +25,7 @@ from trainkit.data.mixup import Mixup
 from trainkit.data.sources import Data, report_split, val_is_test
 from trainkit.eval.loop import evaluate
 from trainkit.eval.pipeline import evaluate_checkpoint
+from trainkit.eval.tta import with_tta
 from trainkit.models.build import count_params
 from trainkit.models.hub import build_model
 from trainkit.runtime.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng
@@ -36,6 +37,7 @@ from trainkit.train.distill import build_distillation
 from trainkit.train.ema import ModelEma
 from trainkit.train.engine import TrainStep, train_one_epoch
 from trainkit.train.finetune import Finetuner
+from trainkit.train.lookahead import Lookahead
 from trainkit.train.losses import build_loss
 from trainkit.train.optim import build_optimizer, build_scheduler
 from trainkit.train.numerics import decide, decide_for_run
@@ -104,6 +106,18 @@ def first_images(loader, count: int) -> torch.Tensor:
     finally:
         loader.post = post
     return torch.cat(batches)[:count]
+
+
+def stem_bias(model: torch.nn.Module, epochs: int | None) -> torch.nn.Parameter | None:
+    """The whitening stem's bias that ``model.stem_bias_epochs`` freezes after that many epochs (None: unset)."""
+    if epochs is None:
+        return None
+    stem = getattr(model, "whiten", None)
+    if stem is None or getattr(stem, "bias", None) is None:
+        raise RecipeError(f"model.stem_bias_epochs: {type(model).__name__} has no whitening stem with a bias "
+                          f"(speednet_cifar has one, and resnet*_cifar with model.kwargs.whiten_stem: true); "
+                          f"leave it null")
+    return stem.bias
 
 
 def run_folder(recipe_path: str | None, out_dir: str, run_name: str | None) -> Path:
@@ -180,7 +194,7 @@ class Trainer:
         optimizer = build_optimizer(self.model, recipe.optim, plan.lr,
                                     param_groups=self.finetune.param_groups(recipe.optim))
         # plan.epochs: schedule.epochs, or the epochs a budget decided (schedule.epochs is then the cap)
-        scheduler = build_scheduler(optimizer, dataclasses.replace(recipe.schedule, epochs=plan.epochs),
+        scheduler = build_scheduler(optimizer, dataclasses.replace(recipe.schedule, epochs=plan.schedule_epochs),
                                     plan.steps_per_epoch)
         net = self.model
         if recipe.finetune.cache_features:
@@ -213,7 +227,13 @@ class Trainer:
                               precision=plan.precision, accum_steps=plan.accum_steps,
                               clip_grad_norm=recipe.optim.clip_grad_norm, nonfinite=recipe.train.nonfinite,
                               check_every_steps=rt.log_every_steps)
-        self.eval_net = net
+        # data.eval.tta: val sees the views the summary's test figure does (an ablation ranks it on val)
+        self.eval_net = with_tta(net, recipe.data.eval.tta)
+        self.lookahead = Lookahead(self.model, recipe.optim.lookahead, plan.total_steps) \
+            if recipe.optim.lookahead is not None else None
+        if self.lookahead is not None:   # before the EMA, which then averages the weights training goes on from
+            self.step.after_step.append(self.lookahead)
+        self.stem_bias = stem_bias(self.model, recipe.model.stem_bias_epochs)
         if self.ema is not None:
             self.step.after_step.append(self.ema.hook(self.model))
 
@@ -237,6 +257,7 @@ class Trainer:
             "format": FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch, "model": self.model.state_dict(),
             "train_step": self.step.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "rng": capture_rng(), "recipe": recipe_dict(rec), "recipe_path": self.recipe_path,
             "plan": self.plan.to_dict(),
             "classes": list(self.data.classes), "arch": rec.model.name, "num_classes": self.plan.num_classes,
@@ -254,6 +275,8 @@ class Trainer:
         self.step.load_state_dict(ckpt["train_step"])
         if self.ema is not None and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
+        if self.lookahead is not None and ckpt.get("lookahead"):
+            self.lookahead.load_state_dict(ckpt["lookahead"])
         restore_rng(ckpt["rng"])
         self.checkpointer.load_state(ckpt.get("best"))
         self.start_epoch = int(ckpt["epoch"])
@@ -293,9 +316,11 @@ class Trainer:
         start = self.start_step_in_epoch * plan.accum_steps if epoch == self.start_epoch else 0
         self.train_loader.set_epoch(epoch, start)
         self.finetune.set_epoch(epoch)
+        if self.stem_bias is not None:   # model.stem_bias_epochs: trains, then frozen (no grad: no update, no decay)
+            self.stem_bias.requires_grad_(epoch < rec.model.stem_bias_epochs)
         if hasattr(self.task_loss, "set_epoch"):   # deferred re-weighting switches on by epoch (resume-safe)
             self.task_loss.set_epoch(epoch)
-        stats = train_one_epoch(self.step, self.train_loader, steps=plan.steps_per_epoch,
+        stats = train_one_epoch(self.step, self.train_loader, steps=plan.steps_in_epoch(epoch),
                                 log_every=rec.runtime.log_every_steps, on_log=self.logger.step,
                                 show_progress=self.show_progress, desc=f"epoch {epoch + 1}/{plan.epochs}",
                                 start_micro=start, on_step=lambda done: self.on_step(epoch, done))
@@ -304,7 +329,7 @@ class Trainer:
             # Compilation happens inside the first step; report it apart from training speed.
             self.compile_s = stats.first_step_s
             log.info("torch.compile: first step took %.1f s (compilation included)", self.compile_s)
-        if self.step.stopping and self.step.optimizer_steps < (epoch + 1) * plan.steps_per_epoch:
+        if self.step.stopping and self.step.optimizer_steps < min(plan.total_steps, (epoch + 1) * plan.steps_per_epoch):
             raise Preempted(f"SIGTERM at optimizer step {self.step.optimizer_steps} (epoch {epoch + 1}); "
                             f"saved {self.run_dir / 'last.pt'}; continue with --resume auto")
         row = {"epoch": epoch + 1, "step": self.step.optimizer_steps, "train_loss": stats.loss,

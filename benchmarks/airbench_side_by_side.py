@@ -1,0 +1,272 @@
+"""Side by side: airbench94 (Keller Jordan, MIT) against our airbench-style speed recipe, same machine, same data.
+
+    pip install -r requirements-bench.txt      # airbench==0.1.8 (this script installs nothing)
+    python benchmarks/airbench_side_by_side.py --root ../shared/data/cifar10-jpeg
+    python benchmarks/airbench_side_by_side.py --root ../shared/data/cifar10-jpeg --per-class 110 --epochs 1 \\
+        --ours-seeds 0 --peer-runs 1 --results /tmp/smoke --out /tmp/smoke/B.md     # smoke mode, a minute
+
+Also reachable as ``python benchmarks/run.py --only airbench`` (section ``airbench`` of BENCHMARKS.md).
+
+- airbench: its ``train94`` unchanged, run through the shared CPU adapter (``--adapter``, default
+  ``../shared/peers/airbench_cpu.py``: ``.cuda()`` mapped to the CPU, ``.half()`` to bf16 or fp32, the
+  JPEG folder decoded to its tensors inside its process), ``--airbench-runs`` processes;
+- ours: ``train.py recipes/cifar10_speedrun_airbench.yaml`` (``--recipe``), one process per seed of
+  ``--ours-seeds``; its final figure is the summary's test top-1 (the recipe's 6-view TTA).
+
+Both sides read the same ImageFolder (train/ and test/; ``--per-class`` N: symlinks to the first N
+JPEGs per class in both), train on all of train/ and report test/ (neither chooses anything on it).
+Runs alternate (airbench, ours, airbench, ours, ...) so drift on a shared machine hits both. The clock
+is the whole process, from just before it starts to its exit: start-up, imports, JPEG decode, the
+precision probe, training, every evaluation. airbench's per-epoch val (no TTA) is timed as its lines
+arrive; ours reports its final figure only (the recipe evaluates once, at the end).
+
+The record is ``benchmarks/results/airbench.json`` (every run, the commands, machine, precision, load
+average, git commit); BENCHMARKS.md's section and ``benchmarks/results/airbench.png`` are rendered
+from it alone (``python benchmarks/run.py --render``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # trainkit (charts), when run from anywhere
+
+from trainkit.report.charts import figure  # noqa: E402
+
+PY = sys.executable
+DEFAULT_ADAPTER = ROOT.parent / "shared" / "peers" / "airbench_cpu.py"
+RECIPE = "recipes/cifar10_speedrun_airbench.yaml"
+AIRBENCH_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_val_acc", "total_time_seconds")
+
+
+def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The section's options; ``prefix`` ("airbench-") when they sit among run.py's other sections'."""
+    p.add_argument(f"--{prefix}adapter", default=str(DEFAULT_ADAPTER), help="the shared airbench CPU adapter")
+    p.add_argument(f"--{prefix}recipe", default=RECIPE, help="our side's recipe")
+    p.add_argument(f"--{prefix}per-class", type=int, default=None,
+                   help="only the first N train and N test JPEGs per class (smoke runs); default all")
+    p.add_argument(f"--{prefix}epochs", type=float, default=None,
+                   help="both sides' epochs (smoke runs); default each side's own (9.9)")
+    p.add_argument(f"--{prefix}ours-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument(f"--{prefix}peer-runs", type=int, default=2, help="airbench94 processes")
+    p.add_argument(f"--{prefix}precision", choices=("bf16", "fp32"), default="bf16",
+                   help="airbench's dtype (AB_DTYPE); ours decides by its amp probe and records it")
+    p.add_argument(f"--{prefix}threads", type=int, default=None, help="both sides' torch threads (default: CPUs)")
+
+
+def settings(args, prefix: str = "") -> dict:
+    get = lambda name: getattr(args, (prefix + name).replace("-", "_"))  # noqa: E731
+    return {"adapter": get("adapter"), "recipe": get("recipe"), "per_class": get("per-class"),
+            "epochs": get("epochs"), "ours_seeds": list(get("ours-seeds")), "airbench_runs": get("peer-runs"),
+            "precision": get("precision"), "threads": get("threads") or os.cpu_count()}
+
+
+def airbench_available() -> str | None:
+    """None when ``import airbench`` works in this interpreter, else the one-line reason."""
+    proc = subprocess.run([PY, "-c", "import airbench"], capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        return None
+    return "airbench is not installed: pip install -r requirements-bench.txt (airbench==0.1.8)"
+
+
+def airbench_cmd(st: dict, data: Path) -> tuple[list[str], dict]:
+    cmd = [PY, st["adapter"], str(data), "94"] + ([f"{st['epochs']:g}"] if st["epochs"] is not None else [])
+    env = {"AB_DTYPE": st["precision"], "AB_THREADS": str(st["threads"]), "PYTHONUNBUFFERED": "1"}
+    return cmd, env
+
+
+def ours_cmd(st: dict, data: Path, out: Path, seed: int) -> list[str]:
+    cmd = [PY, str(ROOT / "train.py"), st["recipe"], f"data.root={data}", f"train.seed={seed}",
+           f"runtime.out_dir={out}", f"runtime.run_name=seed{seed}", "runtime.progress=false"]
+    if st["epochs"] is not None:
+        cmd.append(f"schedule.epochs={st['epochs']:g}")
+    if st["threads"]:
+        cmd.append(f"runtime.threads={st['threads']}")
+    return cmd
+
+
+def timed_lines(cmd: list[str], env: dict | None = None) -> tuple[list[tuple[float, str]], float]:
+    """Run ``cmd`` (cwd: the checkout); every stdout line with the wall seconds since the start at which it
+    arrived, and the whole process's wall seconds. Exits with the tail of stderr if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    lines = [(time.perf_counter() - start, line.rstrip("\n")) for line in proc.stdout]
+    err = proc.stderr.read()
+    code = proc.wait()
+    wall = time.perf_counter() - start
+    if code:
+        sys.exit(f"benchmark command failed ({code}): {' '.join(cmd)}\n{err[-3000:]}")
+    return lines, wall
+
+
+def parse_airbench(lines: list[tuple[float, str]]) -> dict:
+    """airbench's own table -> per-epoch val top-1 (%, no TTA) with arrival times, the final TTA top-1."""
+    epochs, final = [], None
+    for at, line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != len(AIRBENCH_COLUMNS) or cells[1] == "epoch":
+            continue
+        row = dict(zip(AIRBENCH_COLUMNS, cells))
+        if row["epoch"].isdigit() and row["val_acc"]:
+            epochs.append({"epoch": int(row["epoch"]) + 1, "wall_s": round(at, 1),
+                           "val_top1": round(100 * float(row["val_acc"]), 2),
+                           "train_s": float(row["total_time_seconds"])})
+        elif row["epoch"] == "eval" and row["tta_val_acc"]:
+            final = {"tta_top1": round(100 * float(row["tta_val_acc"]), 2), "train_s": float(row["total_time_seconds"])}
+    if final is None:
+        raise ValueError("airbench printed no final row (epoch 'eval' with tta_val_acc): " +
+                         " / ".join(line for _, line in lines[-5:]))
+    return {"epochs": epochs, "top1": final["tta_top1"], "top1_no_tta": epochs[-1]["val_top1"] if epochs else None,
+            "own_time_s": final["train_s"]}
+
+
+def run_airbench(st: dict, data: Path) -> dict:
+    cmd, env = airbench_cmd(st, data)
+    lines, wall = timed_lines(cmd, env)
+    return {**parse_airbench(lines), "wall_s": round(wall, 1), "precision": st["precision"]}
+
+
+def run_ours(st: dict, data: Path, out: Path, seed: int) -> dict:
+    _, wall = timed_lines(ours_cmd(st, data, out, seed))
+    summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
+    return {"seed": seed, "top1": summary["top1"], "wall_s": round(wall, 1), "epochs": summary["epochs"],
+            "precision": summary["precision"], "channels_last": summary["channels_last"],
+            "numerics_probe": summary.get("numerics_probe"), "train_s": round(summary["train_time_s"], 1),
+            "samples": summary["samples"], "recipe_hash": summary["recipe_hash"]}
+
+
+def schedule(st: dict) -> list[tuple[str, int]]:
+    """The run order: airbench and ours alternating, then the rest of the longer side."""
+    a = [("airbench", i) for i in range(st["airbench_runs"])]
+    o = [("ours", s) for s in st["ours_seeds"]]
+    order = [x for pair in zip(a, o) for x in pair]
+    return order + a[len(o):] + o[len(a):]
+
+
+def run_section(args, root: Path, tmp: Path, subset_folder, prefix: str = "") -> dict:
+    st = settings(args, prefix)
+    why = airbench_available()
+    if why:
+        sys.exit(f"error: {why}")
+    if not Path(st["adapter"]).is_file():
+        sys.exit(f"error: --adapter {st['adapter']}: not found (the shared airbench CPU adapter)")
+    data = subset_folder(root, tmp / "subset", st["per_class"], st["per_class"]) if st["per_class"] else root
+    runs: dict[str, list[dict]] = {"airbench": [], "ours": []}
+    for side, which in schedule(st):
+        res = run_airbench(st, data) if side == "airbench" else run_ours(st, data, tmp / "runs", which)
+        runs[side].append(res)
+        print(f"  {side} {'run' if side == 'airbench' else 'seed'} {which}: top-1 {res['top1']:.2f}%, "
+              f"{res['wall_s']:.0f} s wall", flush=True)
+    shown = lambda cmd: " ".join(str(c) for c in cmd).replace(PY, "python").replace(str(tmp), "$TMP") \
+        .replace(f"{ROOT}/", "")  # noqa: E731
+    ab_cmd, ab_env = airbench_cmd(st, data)
+    env = " ".join(f"{k}={v}" for k, v in ab_env.items() if k != "PYTHONUNBUFFERED")
+    return {"settings": st, "runs": runs, "data": str(root) + (f" (first {st['per_class']} per class)"
+                                                                 if st["per_class"] else ""),
+            "commands": {"airbench": f"{env} {shown(ab_cmd)}", "ours": shown(ours_cmd(st, data, tmp / "runs", 0))}}
+
+
+# ---------------------------------------------------------------- report
+
+def stats(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "n": len(values)}
+
+
+def summary(res: dict) -> dict:
+    """Means over each side's runs, the wall ratio and whether the issue's primary target was met."""
+    a, o = res["runs"]["airbench"], res["runs"]["ours"]
+    out = {"airbench": {"top1": stats([r["top1"] for r in a]), "wall_s": stats([r["wall_s"] for r in a])},
+           "ours": {"top1": stats([r["top1"] for r in o]), "wall_s": stats([r["wall_s"] for r in o])}}
+    out["wall_ratio"] = out["ours"]["wall_s"]["mean"] / out["airbench"]["wall_s"]["mean"]
+    out["primary_met"] = out["ours"]["top1"]["mean"] >= out["airbench"]["top1"]["mean"] and out["wall_ratio"] <= 0.7
+    return out
+
+
+def render(res: dict) -> list[str]:
+    s, st = summary(res), res["settings"]
+    a, o = s["airbench"], s["ours"]
+    precisions = sorted({r["precision"] for r in res["runs"]["ours"]})
+    lines = [f"Data: {res['data']}, train/ and test/ (both sides the same files; nothing is chosen on test). "
+             "Wall: the whole process, start-up and JPEG decode inside. airbench94 unchanged through the "
+             f"shared CPU adapter, {st['precision']}; ours: `{st['recipe']}`, precision by its amp probe "
+             f"({', '.join(precisions)}); {st['threads']} threads each.", "",
+             "| side | runs | test top-1, mean | std | min | wall s, mean |", "|---|---:|---:|---:|---:|---:|",
+             f"| airbench94 (6-view TTA) | {a['top1']['n']} | {a['top1']['mean']:.2f}% | {a['top1']['std']:.2f} | "
+             f"{a['top1']['min']:.2f}% | {a['wall_s']['mean']:.0f} |",
+             f"| ours | {o['top1']['n']} | {o['top1']['mean']:.2f}% | {o['top1']['std']:.2f} | "
+             f"{o['top1']['min']:.2f}% | {o['wall_s']['mean']:.0f} |", "",
+             f"Ours / airbench94 wall time: {s['wall_ratio']:.2f}x; top-1 difference "
+             f"{o['top1']['mean'] - a['top1']['mean']:+.2f} points. Issue 28's primary target (airbench94's TTA "
+             f"top-1 in <= 0.7x its wall time): {'met' if s['primary_met'] else 'not met'}.", "",
+             "Every run (wall s: test top-1):", ""]
+    for r in res["runs"]["airbench"]:
+        curve = "; ".join(f"{e['wall_s']:.0f}: {e['val_top1']:.1f}" for e in r["epochs"])
+        lines.append(f"- airbench94: {r['wall_s']:.0f}: {r['top1']:.2f} (TTA; without: {r['top1_no_tta']}); "
+                     f"per epoch, no TTA: {curve}")
+    for r in res["runs"]["ours"]:
+        lines.append(f"- ours seed {r['seed']}: {r['wall_s']:.0f}: {r['top1']:.2f} ({r['precision']}, "
+                     f"{r['epochs']} epochs, {r['train_s']:.0f} s training)")
+    return lines + ["", "![test top-1 against wall time](benchmarks/results/airbench.png)"]
+
+
+def plot(res: dict, path: Path) -> Path:
+    """Test top-1 against wall minutes: airbench94's per-epoch curve and TTA end point, our runs' end points."""
+    fig = figure(6.4, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, r in enumerate(res["runs"]["airbench"]):
+        ax.plot([e["wall_s"] / 60 for e in r["epochs"]], [e["val_top1"] for e in r["epochs"]], marker="o", ms=3,
+                color="#ff7f0e", alpha=0.6, label="airbench94 per epoch (no TTA)" if i == 0 else None)
+        ax.plot([r["wall_s"] / 60], [r["top1"]], marker="*", ms=10, color="#ff7f0e", ls="none",
+                label="airbench94 final (TTA)" if i == 0 else None)
+    ours = res["runs"]["ours"]
+    ax.plot([r["wall_s"] / 60 for r in ours], [r["top1"] for r in ours], marker="D", ms=6, color="#1f77b4",
+            ls="none", label="ours, one point per seed (TTA)")
+    ax.set_xlabel("wall time of the whole process, minutes")
+    ax.set_ylabel("test top-1, %")
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})   # no version stamp: the PNG regenerates byte-identical
+    return path
+
+
+def main() -> None:
+    import run as suite   # benchmarks/run.py: the record's metadata, the subset folder and BENCHMARKS.md
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="CIFAR-10 ImageFolder root (train/, test/)")
+    add_arguments(p)
+    p.add_argument("--results", default=str(suite.RESULTS))
+    p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = p.parse_args()
+    root = Path(args.root).resolve()
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        sys.exit(f"error: --root {args.root}: needs train/ and test/ (a CIFAR-10 ImageFolder)")
+    import tempfile
+
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    print(f"machine: {suite.machine()}", flush=True)
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_section(args, root, Path(tmp), suite.subset_folder)
+    suite.save(args, "airbench", res, 1, load_start, script="benchmarks/airbench_side_by_side.py", planned=1)
+    plot(json.loads((Path(args.results) / "airbench.json").read_text()), Path(args.results) / "airbench.png")
+    text = suite.render(Path(args.results), Path(args.out))
+    print(text.split("## Side by side")[1].split("\n## ")[0] if "## Side by side" in text else text)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()

@@ -1,0 +1,105 @@
+"""benchmarks/airbench_side_by_side.py: airbench's table is read right, the record renders both rows, the
+ratio and the target verdict, and BENCHMARKS.md and the PNG regenerate byte-identical from the record."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CIFAR_JPEG, ROOT, require
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import airbench_side_by_side as ab  # noqa: E402
+import run  # noqa: E402
+
+# airbench 0.1.8's own table (utils.print_training_details), as its train94 prints it
+AIRBENCH_OUT = """decoded JPEGs in 41.3 s
+---------------------------------------------------------------------------------------------------
+|  run     |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  total_time_seconds  |
+---------------------------------------------------------------------------------------------------
+|       0  |      0  |      1.5312  |     0.4766  |   0.5102  |               |            101.2345  |
+|          |      1  |      1.1021  |     0.6201  |   0.7021  |               |            203.0000  |
+|          |      2  |      0.9001  |     0.7002  |   0.8355  |               |            305.5000  |
+|          |   eval  |      0.9001  |     0.7002  |   0.8355  |       0.8974  |            330.1000  |
+---------------------------------------------------------------------------------------------------
+process wall 380.2 s (dtype torch.bfloat16)"""
+
+
+def test_airbench_table_is_parsed_with_arrival_times():
+    lines = [(10.0 * i, line) for i, line in enumerate(AIRBENCH_OUT.splitlines())]
+    res = ab.parse_airbench(lines)
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2, 3]
+    assert [e["val_top1"] for e in res["epochs"]] == [51.02, 70.21, 83.55]
+    assert res["epochs"][0]["wall_s"] == 40.0 and res["top1"] == 89.74 and res["top1_no_tta"] == 83.55
+    with pytest.raises(ValueError, match="no final row"):
+        ab.parse_airbench(lines[:-3])
+
+
+def test_runs_alternate_between_the_sides():
+    st = {"airbench_runs": 2, "ours_seeds": [0, 1, 2]}
+    assert ab.schedule(st) == [("airbench", 0), ("ours", 0), ("airbench", 1), ("ours", 1), ("ours", 2)]
+
+
+def record(ours_top1: list[float], ours_wall: list[float]) -> dict:
+    epochs = [{"epoch": 1, "wall_s": 300.0, "val_top1": 80.0, "train_s": 250.0},
+              {"epoch": 2, "wall_s": 1100.0, "val_top1": 88.8, "train_s": 1000.0}]
+    airbench = [{"epochs": epochs, "top1": t, "top1_no_tta": 88.8, "own_time_s": 1000.0, "wall_s": w,
+                 "precision": "bf16"} for t, w in ((89.7, 1170.0), (89.8, 1150.0))]
+    ours = [{"seed": i, "top1": t, "wall_s": w, "epochs": 10, "precision": "bf16", "channels_last": True,
+             "numerics_probe": None, "train_s": w - 60, "samples": 10000, "recipe_hash": "x"}
+            for i, (t, w) in enumerate(zip(ours_top1, ours_wall))]
+    st = {"adapter": "a", "recipe": ab.RECIPE, "per_class": None, "epochs": None, "ours_seeds": [0, 1],
+          "airbench_runs": 2, "precision": "bf16", "threads": 2}
+    return {"settings": st, "runs": {"airbench": airbench, "ours": ours}, "data": "cifar10-jpeg",
+            "commands": {"airbench": "AB_DTYPE=bf16 python a", "ours": "python train.py"}, "section": "airbench",
+            "command": "python benchmarks/airbench_side_by_side.py --root R", "repeats": 1, "repeats_planned": 1,
+            "machine": "AMD EPYC, 2 cores", "measured": "2026-12-06 03:00 UTC", "git_commit": "0" * 40,
+            "load_average": [0.5, 0.6]}
+
+
+@pytest.mark.parametrize("ours_top1, ours_wall, verdict, ratio", [
+    ([89.9, 89.8], [800.0, 780.0], "met", "0.68x"),
+    ([89.9, 89.8], [1000.0, 1000.0], "not met", "0.86x"),
+    ([88.0, 88.2], [700.0, 700.0], "not met", "0.60x"),
+])
+def test_record_renders_both_rows_the_ratio_and_the_verdict_and_regenerates_identically(
+        tmp_path, ours_top1, ours_wall, verdict, ratio):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "airbench.json").write_text(json.dumps(record(ours_top1, ours_wall)))
+    text = run.render(results, tmp_path / "B.md")
+    section = text.split("## Side by side with airbench94")[1].split("\n## ")[0]
+    assert "| airbench94 (6-view TTA) | 2 | 89.75% | 0.07 | 89.70% | 1160 |" in section
+    assert f"| ours | 2 | {sum(ours_top1) / 2:.2f}% |" in section
+    assert f"wall time: {ratio}" in section and f"<= 0.7x its wall time): {verdict}." in section
+    png = (results / "airbench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run.render(results, tmp_path / "B2.md") == text and (results / "airbench.png").read_bytes() == png
+
+
+def test_committed_airbench_png_matches_its_record_when_there_is_one(tmp_path):
+    record_path = run.RESULTS / "airbench.json"
+    if not record_path.is_file():
+        pytest.skip("no airbench record committed yet (the side-by-side run is long: see BENCHMARKS.md)")
+    ab.plot(json.loads(record_path.read_text()), tmp_path / "airbench.png")
+    assert (tmp_path / "airbench.png").read_bytes() == (run.RESULTS / "airbench.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_smoke_mode_runs_both_sides_and_writes_the_record(tmp_path):
+    root = require(CIFAR_JPEG)
+    why = ab.airbench_available()
+    if why:
+        pytest.skip(why)
+    out = subprocess.run([sys.executable, "benchmarks/airbench_side_by_side.py", "--root", str(root),
+                          "--per-class", "110", "--epochs", "1", "--ours-seeds", "0", "--peer-runs", "1",
+                          "--results", str(tmp_path), "--out", str(tmp_path / "B.md")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "airbench.json").read_text())
+    assert len(res["runs"]["airbench"]) == 1 and len(res["runs"]["ours"]) == 1
+    assert res["runs"]["ours"][0]["samples"] == 1100 and res["git_commit"] and res["machine"]
+    assert "| ours | 1 |" in (tmp_path / "B.md").read_text() and (tmp_path / "airbench.png").is_file()
