@@ -27,7 +27,8 @@ from trainkit.data.packed import open_packed
 from trainkit.data.split import DataError, DataSource, Split
 from trainkit.data.streaming import open_shards
 
-__all__ = ["DataError", "DataSource", "Split", "SOURCES", "open_source", "resolve_splits", "prepare_data", "Data"]
+__all__ = ["DataError", "DataSource", "Split", "SOURCES", "open_source", "resolve_splits", "prepare_data", "Data",
+           "labelled_folder", "open_eval_splits", "match_classes"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
@@ -75,6 +76,49 @@ def imagefolder(cfg: DataCfg) -> DataSource:
         if (root / name).is_dir():
             splits[name] = _scan_folder(root / name, name, train.classes)
     return DataSource(splits, natural_chans=3, description=f"ImageFolder {root}")
+
+
+def labelled_folder(root: Path) -> DataSource:
+    """A folder of labelled photos to evaluate on, without a train/ folder: ``root/test/<class>/``,
+    ``root/val/<class>/`` (either or both), or ``root/<class>/`` (flat: the ``test`` split). Each split's
+    classes are its own folder names; :func:`match_classes` maps them to a model's by name."""
+    splits = {name: _scan_folder(root / name, name, None) for name in ("val", "test") if (root / name).is_dir()}
+    if not splits:
+        if not any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(root)):
+            raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>, or test/<class>/ or "
+                            f"val/<class>/)")
+        splits["test"] = _scan_folder(root, "test", None)
+        return DataSource(splits, natural_chans=3, description=f"flat class folder {root}")
+    return DataSource(splits, natural_chans=3, description=f"labelled folder {root} ({'/, '.join(splits)}/)")
+
+
+def match_classes(split: Split, model_classes: list[str] | tuple[str, ...], what: str, where: str,
+                  subset_ok: bool = False) -> Split:
+    """``split`` with its labels renumbered to ``model_classes`` by name (folder order need not be the model's).
+
+    A folder class the model does not know is an error; so is a model class the folder lacks unless
+    ``subset_ok`` (then the split keeps its own classes, a subset, for restricted-logit evaluation). One
+    error line lists the unknown and the missing class names."""
+    found, wanted = list(split.classes), list(model_classes)
+    if found == wanted:
+        return split
+    unknown = [c for c in found if c not in set(wanted)]
+    missing = [c for c in wanted if c not in set(found)]
+    if unknown or (missing and not subset_ok):
+        parts = [f"unknown to the model: {_names(unknown)}" if unknown else "",
+                 f"missing from the folder: {_names(missing)}" if missing and not subset_ok else ""]
+        raise DataError(f"{what}: the class folders of {where} do not match the model's {len(wanted)} classes ("
+                        f"{'; '.join(p for p in parts if p)}); class folders must be named as the model's classes")
+    if missing:
+        return split
+    position = {name: i for i, name in enumerate(wanted)}
+    remap = np.asarray([position[c] for c in found], dtype=np.int64)
+    return dataclasses.replace(split, classes=tuple(wanted), targets=remap[split.targets])
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 # ---------------------------------------------------------------- idx files (MNIST, Fashion-MNIST)
@@ -245,6 +289,22 @@ def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
     if cfg.limit_eval:
         for name in ("val", "test"):
             splits[name] = _seeded_subset(splits[name], cfg.limit_eval, cfg.holdout_seed + 1)
+    return splits
+
+
+def open_eval_splits(cfg: DataCfg, runtime: RuntimeCfg | None = None) -> dict[str, Split]:
+    """The splits a model is evaluated on. An ImageFolder root without train/ is a labelled folder
+    (:func:`labelled_folder`): its test/ and val/ as they are (``test`` falls back to ``val``, as for a set
+    without a test split), or a flat folder of class folders as ``test``. Anything else: :func:`resolve_splits`."""
+    root = Path(cfg.root).expanduser() if cfg.root else None
+    if cfg.name != "imagefolder" or cfg.format != "files" or root is None or not root.is_dir() \
+            or (root / "train").is_dir():
+        return resolve_splits(cfg, open_source(cfg, runtime))
+    splits = dict(labelled_folder(root).splits)
+    if "test" not in splits:
+        splits["test"] = splits["val"]
+    if cfg.limit_eval:
+        splits = {name: _seeded_subset(split, cfg.limit_eval, cfg.holdout_seed + 1) for name, split in splits.items()}
     return splits
 
 
