@@ -261,19 +261,44 @@ def long_tailed(train: Split, splits: dict[str, Split], cfg: ImbalanceCfg) -> Sp
     return train.subset(keep, "train")
 
 
+def stratified_holdout(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded hold-out with ``fraction`` of each class (at least one photo each)."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        held.append(rng.permutation(members)[:max(1, round(fraction * len(members)))])
+    return np.sort(np.concatenate(held))
+
+
+def per_class_subset(targets: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded draw of at most ``per_class`` samples of each class."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(targets == label))[:per_class] for label in np.unique(targets)]
+    return np.sort(np.concatenate(keep))
+
+
 def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
     """Return ``train``, ``val`` and ``test`` splits.
 
     ``data.imbalance`` first makes train long-tailed (and may draw a balanced val from
     the rest). ``val`` is the source's own when it has one; otherwise a seeded hold-out of
-    ``holdout_fraction`` of train, or (fraction 0) the test split. ``test`` is the
-    final report split: the source's test split, else its val split.
+    ``holdout_fraction`` of train, or (fraction 0) the test split. ``val_from_train``: always a seeded
+    hold-out (``holdout_fraction`` of each class, named ``holdout``); the source's val/ is then reported only.
+    ``test`` is the final report split: the source's test split, else its val split. ``train_per_class``: a
+    seeded draw of at most that many train images per class, after the hold-out.
     """
     splits = dict(source.splits)
     train = splits["train"]
     if cfg.imbalance is not None:
         train = long_tailed(train, splits, cfg.imbalance)
-    if "val" not in splits:
+    if cfg.val_from_train:
+        held = stratified_holdout(train.targets, cfg.holdout_fraction, cfg.holdout_seed)
+        if "val" in splits:   # the source's val/ is only reported: nothing is chosen on it
+            splits.setdefault("test", splits["val"])
+        splits["val"] = train.subset(held, "holdout")
+        train = train.subset(np.setdiff1d(np.arange(len(train)), held), "train")
+    elif "val" not in splits:
         if cfg.holdout_fraction > 0 or "test" not in splits:
             fraction = cfg.holdout_fraction or 0.1
             order = np.random.default_rng(cfg.holdout_seed).permutation(len(train))
@@ -283,6 +308,8 @@ def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
         else:
             splits["val"] = splits["test"]
     splits.setdefault("test", splits["val"])
+    if cfg.train_per_class:
+        train = train.subset(per_class_subset(train.targets, cfg.train_per_class, cfg.holdout_seed + 2))
     splits["train"] = train
     if cfg.limit_train:
         splits["train"] = _seeded_subset(splits["train"], cfg.limit_train, cfg.holdout_seed)
