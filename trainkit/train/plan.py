@@ -77,7 +77,9 @@ class Plan:
                     f"best-by-val is off and the last checkpoint is evaluated on {self.report_split} "
                     "(selected_on: last)")
         return (f"selection: best.pt is chosen on {self.selected_on}; the summary evaluates it on {self.report_split}"
-                + (" (no test split: the figure is a val figure, labelled val)" if self.report_split == "val" else ""))
+                + (" (data.val_from_train: val/ chose nothing, it is only reported)" if self.selected_on == "holdout"
+                   else " (no test split: the figure is a val figure, labelled val)" if self.report_split == "val"
+                   else ""))
 
     def numerics_line(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous"
