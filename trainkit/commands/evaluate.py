@@ -14,6 +14,11 @@ Ensembles: ``python evaluate.py --ensemble A B C [--combine mean_logits|mean_pro
 ``python evaluate.py zoo:<ensemble card>`` (zoo/ensembles/). Each member is fed its own eval
 preprocessing; one table holds every member and the ensemble (runs/ensemble-eval/<name>-<split>/).
 
+``--data-root DIR`` scores the model on any labelled folder: ``DIR/test/<class>/``, ``DIR/val/<class>/``,
+flat ``DIR/<class>/`` (the test split) or a full train/ + val/ or test/ tree. Folder names are mapped
+to the model's classes by name (their order does not matter); unknown or missing classes are one error
+line (a folder with fewer classes than the model is scored over all outputs and with restricted logits).
+
 A flag that does not apply to the model given is refused in one error line.
 """
 
@@ -58,7 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, help="eval batch (default: the source's)")
     p.add_argument("--workers", type=int, help="loader workers (default: the source's)")
     add_shared(p, "data_root", "precision", "device", "out",
-               help={"data_root": "override data.root (the data set moved; zoo cards: where their data set is)",
+               help={"data_root": "another folder of labelled photos: train/ with val/ or test/ (data.root moved), "
+                                  "or only test/<class>/ or val/<class>/, or flat <class>/ folders (the test split); "
+                                  "class folders are matched to the model's classes by name",
                      "precision": "default: the source's",
                      "out": "report folder (default: <run folder>/eval/<split>-<checkpoint>/ for runs, "
                             "runs/zoo-eval/<card>-<split>/ for zoo cards, runs/ensemble-eval/<name>-<split>/ for "

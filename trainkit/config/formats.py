@@ -13,6 +13,7 @@ strict converter), a ``format_version`` and the upgrades that bring an older ver
 - ``BENCHMARK``: ``benchmarks/results/<section>.json``, benchmarks/run.py
 - ``PHOTOS_BENCHMARK``: ``benchmarks/results/finetune_photos.json``, benchmarks/finetune_photos.py
 - ``PHOTOS_ROW``: ``benchmarks/results/photos/<row>[-s<seed>].json``, benchmarks/photos_table.py
+- ``TRANSFER_CELL``: ``benchmarks/results/transfer/<cell>.json``, benchmarks/transfer_study.py
 
 Writers call :func:`dump` (or :func:`write`), which stamps ``format_version`` and checks the fields; readers call
 :func:`read` / :func:`read_lines` / :func:`load`, which upgrade an older file and check it. A file without
@@ -209,6 +210,22 @@ class PhotosRow:
     hardware: str | None = None
 
 
+@dataclass(frozen=True)
+class TransferCell:
+    """One cell of the aid-dev transfer study, benchmarks/results/transfer/<cell>.json (benchmarks/transfer_study.py):
+    what was run and its whole-command wall time; the figures are in the result record it names."""
+    cell: str
+    method: str
+    backbone: str
+    resolution: str
+    seed: int
+    wall_s: float
+    record: str
+    command: str
+    per_class: int | None = None
+    date: str | None = None
+
+
 # ---- upgrades (the one place old files are migrated) -------------------------------------------------------------
 
 def _summary_v0(data: dict, where: Path | str) -> dict:
@@ -238,7 +255,9 @@ RECORD = Format("record", Record, (_record_v0,))
 BENCHMARK = Format("benchmark results", Benchmark, (_same,))
 PHOTOS_BENCHMARK = Format("photo fine-tuning benchmark results", PhotosBenchmark, (_same,))
 PHOTOS_ROW = Format("photo table row", PhotosRow, (_same,))
-FORMATS = (SUMMARY, PLAN, METRICS_ROW, METRICS, TRIAL, FINAL_TEST, RECORD, BENCHMARK, PHOTOS_BENCHMARK, PHOTOS_ROW)
+TRANSFER_CELL = Format("transfer study cell", TransferCell, (_same,))
+FORMATS = (SUMMARY, PLAN, METRICS_ROW, METRICS, TRIAL, FINAL_TEST, RECORD, BENCHMARK, PHOTOS_BENCHMARK, PHOTOS_ROW,
+           TRANSFER_CELL)
 
 
 # ---- checking, reading, writing ----------------------------------------------------------------------------------
@@ -328,5 +347,5 @@ def write(path: Path | str, fmt: Format, data: dict) -> Path:
 
 
 __all__ = ["BENCHMARK", "FINAL_TEST", "FORMATS", "Format", "FormatError", "METRICS", "METRICS_ROW", "PHOTOS_BENCHMARK",
-           "PHOTOS_ROW", "PLAN", "RECORD", "SUMMARY", "TRIAL", "VERSION_KEY", "check", "dump", "dumps", "load", "read",
-           "read_lines", "write"]
+           "PHOTOS_ROW", "PLAN", "RECORD", "SUMMARY", "TRANSFER_CELL", "TRIAL", "VERSION_KEY", "check", "dump", "dumps",
+           "load", "read", "read_lines", "write"]

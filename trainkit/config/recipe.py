@@ -148,6 +148,10 @@ class DataCfg:
     download: bool = False                # torchvision sets only; needs internet
     holdout_fraction: float = 0.1         # carved from train when there is no val split; 0: validate on test
     holdout_seed: int = 0
+    # true: carve val from train (holdout_fraction of each class, holdout_seed) even when the source has
+    # val/, so every choice (best checkpoint, sweep, epochs) is made on train photos and the source's own
+    # val/ stays an untouched estimate: it becomes the report split (when there is no test/)
+    val_from_train: bool = False
     on_corrupt: Literal["skip", "error"] = "error"   # skip (and count) or fail naming the file
     in_memory: bool | Literal["auto"] = "auto"        # decode once into uint8 tensors (fast path)
     in_memory_max_mb: int = 4096          # "auto" uses the fast path below this decoded size
@@ -156,6 +160,8 @@ class DataCfg:
     # class, class_balanced (1 / n_c: every class equally often) or square_root (1 / sqrt(n_c))
     sampler: Literal["shuffle", "class_balanced", "square_root"] = "shuffle"
     limit_train: int | None = None        # seeded subset of train (smoke runs, tests)
+    train_per_class: int | None = None    # seeded subset of at most this many train photos per class, taken after
+                                          #   the hold-out (learning curves: 5, 10, 25 photos per class)
     limit_eval: int | None = None         # seeded subset of val/test
     train_size: int | None = None         # training resolution, px; null: eval.size
     eval: EvalCfg = field(default_factory=EvalCfg)
@@ -174,7 +180,10 @@ class DataCfg:
                               f"data.name=imagefolder; got name={self.name!r}, root={self.root!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise RecipeError(f"{key}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
-        for name in ("limit_train", "limit_eval", "train_size", "window_shards"):
+        if self.val_from_train and self.holdout_fraction <= 0.0:
+            raise RecipeError(f"{key}.val_from_train: needs {key}.holdout_fraction > 0 (the share of each class "
+                              f"held out of train), got {self.holdout_fraction}")
+        for name in ("limit_train", "limit_eval", "train_per_class", "train_size", "window_shards"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RecipeError(f"{key}.{name}: must be >= 1, got {value}")

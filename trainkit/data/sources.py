@@ -27,7 +27,8 @@ from trainkit.data.packed import open_packed
 from trainkit.data.split import DataError, DataSource, Split
 from trainkit.data.streaming import open_shards
 
-__all__ = ["DataError", "DataSource", "Split", "SOURCES", "open_source", "resolve_splits", "prepare_data", "Data"]
+__all__ = ["DataError", "DataSource", "Split", "SOURCES", "open_source", "resolve_splits", "prepare_data", "Data",
+           "labelled_folder", "open_eval_splits", "match_classes"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
@@ -75,6 +76,49 @@ def imagefolder(cfg: DataCfg) -> DataSource:
         if (root / name).is_dir():
             splits[name] = _scan_folder(root / name, name, train.classes)
     return DataSource(splits, natural_chans=3, description=f"ImageFolder {root}")
+
+
+def labelled_folder(root: Path) -> DataSource:
+    """A folder of labelled photos to evaluate on, without a train/ folder: ``root/test/<class>/``,
+    ``root/val/<class>/`` (either or both), or ``root/<class>/`` (flat: the ``test`` split). Each split's
+    classes are its own folder names; :func:`match_classes` maps them to a model's by name."""
+    splits = {name: _scan_folder(root / name, name, None) for name in ("val", "test") if (root / name).is_dir()}
+    if not splits:
+        if not any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(root)):
+            raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>, or test/<class>/ or "
+                            f"val/<class>/)")
+        splits["test"] = _scan_folder(root, "test", None)
+        return DataSource(splits, natural_chans=3, description=f"flat class folder {root}")
+    return DataSource(splits, natural_chans=3, description=f"labelled folder {root} ({'/, '.join(splits)}/)")
+
+
+def match_classes(split: Split, model_classes: list[str] | tuple[str, ...], what: str, where: str,
+                  subset_ok: bool = False) -> Split:
+    """``split`` with its labels renumbered to ``model_classes`` by name (folder order need not be the model's).
+
+    A folder class the model does not know is an error; so is a model class the folder lacks unless
+    ``subset_ok`` (then the split keeps its own classes, a subset, for restricted-logit evaluation). One
+    error line lists the unknown and the missing class names."""
+    found, wanted = list(split.classes), list(model_classes)
+    if found == wanted:
+        return split
+    unknown = [c for c in found if c not in set(wanted)]
+    missing = [c for c in wanted if c not in set(found)]
+    if unknown or (missing and not subset_ok):
+        parts = [f"unknown to the model: {_names(unknown)}" if unknown else "",
+                 f"missing from the folder: {_names(missing)}" if missing and not subset_ok else ""]
+        raise DataError(f"{what}: the class folders of {where} do not match the model's {len(wanted)} classes ("
+                        f"{'; '.join(p for p in parts if p)}); class folders must be named as the model's classes")
+    if missing:
+        return split
+    position = {name: i for i, name in enumerate(wanted)}
+    remap = np.asarray([position[c] for c in found], dtype=np.int64)
+    return dataclasses.replace(split, classes=tuple(wanted), targets=remap[split.targets])
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 # ---------------------------------------------------------------- idx files (MNIST, Fashion-MNIST)
@@ -217,19 +261,44 @@ def long_tailed(train: Split, splits: dict[str, Split], cfg: ImbalanceCfg) -> Sp
     return train.subset(keep, "train")
 
 
+def stratified_holdout(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded hold-out with ``fraction`` of each class (at least one photo each)."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        held.append(rng.permutation(members)[:max(1, round(fraction * len(members)))])
+    return np.sort(np.concatenate(held))
+
+
+def per_class_subset(targets: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded draw of at most ``per_class`` samples of each class."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(targets == label))[:per_class] for label in np.unique(targets)]
+    return np.sort(np.concatenate(keep))
+
+
 def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
     """Return ``train``, ``val`` and ``test`` splits.
 
     ``data.imbalance`` first makes train long-tailed (and may draw a balanced val from
     the rest). ``val`` is the source's own when it has one; otherwise a seeded hold-out of
-    ``holdout_fraction`` of train, or (fraction 0) the test split. ``test`` is the
-    final report split: the source's test split, else its val split.
+    ``holdout_fraction`` of train, or (fraction 0) the test split. ``val_from_train``: always a seeded
+    hold-out (``holdout_fraction`` of each class, named ``holdout``); the source's val/ is then reported only.
+    ``test`` is the final report split: the source's test split, else its val split. ``train_per_class``: a
+    seeded draw of at most that many train images per class, after the hold-out.
     """
     splits = dict(source.splits)
     train = splits["train"]
     if cfg.imbalance is not None:
         train = long_tailed(train, splits, cfg.imbalance)
-    if "val" not in splits:
+    if cfg.val_from_train:
+        held = stratified_holdout(train.targets, cfg.holdout_fraction, cfg.holdout_seed)
+        if "val" in splits:   # the source's val/ is only reported: nothing is chosen on it
+            splits.setdefault("test", splits["val"])
+        splits["val"] = train.subset(held, "holdout")
+        train = train.subset(np.setdiff1d(np.arange(len(train)), held), "train")
+    elif "val" not in splits:
         if cfg.holdout_fraction > 0 or "test" not in splits:
             fraction = cfg.holdout_fraction or 0.1
             order = np.random.default_rng(cfg.holdout_seed).permutation(len(train))
@@ -239,12 +308,30 @@ def resolve_splits(cfg: DataCfg, source: DataSource) -> dict[str, Split]:
         else:
             splits["val"] = splits["test"]
     splits.setdefault("test", splits["val"])
+    if cfg.train_per_class:
+        train = train.subset(per_class_subset(train.targets, cfg.train_per_class, cfg.holdout_seed + 2))
     splits["train"] = train
     if cfg.limit_train:
         splits["train"] = _seeded_subset(splits["train"], cfg.limit_train, cfg.holdout_seed)
     if cfg.limit_eval:
         for name in ("val", "test"):
             splits[name] = _seeded_subset(splits[name], cfg.limit_eval, cfg.holdout_seed + 1)
+    return splits
+
+
+def open_eval_splits(cfg: DataCfg, runtime: RuntimeCfg | None = None) -> dict[str, Split]:
+    """The splits a model is evaluated on. An ImageFolder root without train/ is a labelled folder
+    (:func:`labelled_folder`): its test/ and val/ as they are (``test`` falls back to ``val``, as for a set
+    without a test split), or a flat folder of class folders as ``test``. Anything else: :func:`resolve_splits`."""
+    root = Path(cfg.root).expanduser() if cfg.root else None
+    if cfg.name != "imagefolder" or cfg.format != "files" or root is None or not root.is_dir() \
+            or (root / "train").is_dir():
+        return resolve_splits(cfg, open_source(cfg, runtime))
+    splits = dict(labelled_folder(root).splits)
+    if "test" not in splits:
+        splits["test"] = splits["val"]
+    if cfg.limit_eval:
+        splits = {name: _seeded_subset(split, cfg.limit_eval, cfg.holdout_seed + 1) for name, split in splits.items()}
     return splits
 
 

@@ -22,7 +22,7 @@ from trainkit.config.recipe import AugmentCfg, DataCfg, RuntimeCfg
 from trainkit.data.loaders import Loader, LoaderSettings, make_loader
 from trainkit.data.multiscale import TTA
 from trainkit.eval.labels import display_names, synset_names
-from trainkit.data.sources import DataError, Split, open_source, resolve_splits
+from trainkit.data.sources import DataError, Split, match_classes, open_eval_splits
 from trainkit.eval.loop import evaluate
 from trainkit.eval.metrics import format_metrics, write_confusion_csv, write_confusion_png
 from trainkit.eval.restricted import class_indices, evaluate_restricted
@@ -60,15 +60,24 @@ def data_of(loaded: LoadedModel, data_root: str | None = None) -> DataCfg:
 
 def open_splits(data: DataCfg, classes: list[str] | None, what: str, runtime: RuntimeCfg | None = None,
                 subset_ok: bool = False) -> dict[str, Split]:
-    """train/val/test of ``data``; one-line error when the model's classes (when known) differ from the data's
-    (``subset_ok``: unless the data's are fewer, a subset: see :func:`restricted_to`).
+    """The splits of ``data`` (a folder without train/ is a labelled folder: test/, val/ or flat class folders,
+    see :func:`trainkit.data.sources.open_eval_splits`), each with its labels mapped to ``classes`` (the
+    model's, when known) BY NAME; one error line lists unknown or missing classes (``subset_ok``: the data's
+    classes may be fewer, a subset: see :func:`restricted_to`).
     ``runtime``: where shards from a URL are cached (data.format=webdataset)."""
-    splits = resolve_splits(data, open_source(data, runtime))
-    found = list(splits["train"].classes)
-    if classes is not None and found != list(classes) and not (subset_ok and len(found) < len(classes)):
-        raise DataError(f"{what}: the data's classes differ from the model's ({len(found)} vs {len(classes)} "
-                        f"classes; is {data.root} the right data root?)")
-    return splits
+    splits = open_eval_splits(data, runtime)
+    if classes is None:
+        return splits
+    return {name: match_classes(split, classes, what, f"{data.root} ({split.name})", subset_ok)
+            for name, split in splits.items()}
+
+
+def split_named(splits: dict[str, Split], split: str, data: DataCfg) -> Split:
+    """``splits[split]``, or one error line naming the splits the data has."""
+    if split not in splits:
+        raise DataError(f"{data.root} has no {split} split (it has: {', '.join(sorted(splits))}); "
+                        f"give --split {' or '.join(sorted(splits))}")
+    return splits[split]
 
 
 def restricted_to(loaded: LoadedModel, found: list[str], data: DataCfg) -> list[int] | None:
@@ -110,7 +119,8 @@ def evaluate_ensemble(members: list[LoadedModel], rule: str, weights: list[float
     splits = open_splits(data_cfg, ensemble.classes, "ensemble members")
     settings = loader_settings(ensemble, opts, device)
     precision = opts.precision or ensemble.precision
-    loaders = lambda m: eval_loader(splits[split], data_cfg, dataclasses.replace(m, runtime=ensemble.runtime),  # noqa: E731
+    chosen = split_named(splits, split, data_cfg)
+    loaders = lambda m: eval_loader(chosen, data_cfg, dataclasses.replace(m, runtime=ensemble.runtime),  # noqa: E731
                                     settings, device)
     logits, targets = member_logits(members, loaders, device=device, precision=precision,
                                     show_progress=show_progress)
@@ -120,7 +130,7 @@ def evaluate_ensemble(members: list[LoadedModel], rule: str, weights: list[float
     label = f"ensemble ({rule}{', weights ' + ','.join(f'{w:g}' for w in weights) if weights else ''})"
     rows.append({"name": label, "arch": "-", "preprocessing": "each member its own",
                  **meter_for(combine(logits, rule, weights), targets, n)})
-    return {"split": split, "rule": rule, "weights": weights, "classes": list(splits["train"].classes),
+    return {"split": split, "rule": rule, "weights": weights, "classes": list(chosen.classes),
             "data_root": data_cfg.root, "precision": precision, "rows": rows}
 
 
@@ -145,14 +155,15 @@ def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataC
     split = split or loaded.split
     data = data or data_of(loaded, data_root)
     splits = open_splits(data, loaded.classes, loaded.spec, loaded.runtime, subset_ok=True)
+    chosen = split_named(splits, split, data)
     if exact_split:
         check_split_exists(splits, split)
-    subset = restricted_to(loaded, list(splits["train"].classes), data)
+    subset = restricted_to(loaded, list(chosen.classes), data)
     model = loaded.model.to(device)
     if loaded.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     settings = loader_settings(loaded, opts, device)
-    loader = eval_loader(splits[split], data, loaded, settings, device, dist)
+    loader = eval_loader(chosen, data, loaded, settings, device, dist)
     precision = opts.precision or loaded.precision
     if tta_flip or tta_sizes:
         model = TTA(model, tta_sizes, flip=tta_flip)
@@ -166,9 +177,9 @@ def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataC
                                       show_progress=show_progress, desc=f"eval {split}")
     info = loaded.info
     # The split's own name: "test" on a set without a test split reads its val split, named val.
-    return {"checkpoint": info.get("checkpoint", loaded.spec), "split": splits[split].name, "epoch": info.get("epoch"),
+    return {"checkpoint": info.get("checkpoint", loaded.spec), "split": chosen.name, "epoch": info.get("epoch"),
             "model": loaded.arch, "precision": precision, "batch": settings.batch,
-            "classes": list(splits["train"].classes), "skipped_images": loader.skipped,
+            "classes": list(chosen.classes), "skipped_images": loader.skipped,
             "recipe_hash": info.get("recipe_hash"), "weights": info.get("weights", "raw"),
             "tta": {"flip": tta_flip, "sizes": list(tta_sizes or []),
                     "views": "" if tta_flip or tta_sizes else loaded.eval.tta}, "metrics": metrics}

@@ -140,6 +140,9 @@ def soup_context(ckpt: dict, *, device: torch.device, bn_batches: int, need_val:
     recipe = parse_recipe(ckpt["recipe"])
     data = data_of(loaded, data_root)
     splits = open_splits(data, None, "soup", recipe.runtime)
+    if "train" not in splits:   # a labelled folder to evaluate on: no train/ to hold out from or to refit BN on
+        raise CheckpointError(f"soup: {data.root} has no train/ folder; a soup needs the run's data set (train/ "
+                              f"and its val split), not a folder to evaluate on")
     if need_val and val_is_test(splits):
         raise CheckpointError("soup: the recipe validates on test (data.holdout_fraction=0); a greedy soup must "
                               "choose on held-out training data, not on the split it reports")

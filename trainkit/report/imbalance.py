@@ -71,7 +71,8 @@ def to_markdown(records: Iterable[dict], published: dict[str, tuple[float, str]]
         rs = sorted(rs, key=lambda r: r["seed"])
         ref = published.get(name)
         val = "; ".join(f"{r['best_val']['value']:.2f} @ {r['best_val']['epoch']}"
-                        if r.get("selected_on") == "val" and r.get("best_val") else "last epoch" for r in rs)
+                        if r.get("selected_on") in ("val", "holdout") and r.get("best_val") else "last epoch"
+                        for r in rs)
         bal = statistics.fmean(r["balanced_accuracy"] for r in rs)
         rows.append((bal, f"| {name} | {_loss_text(rs[0]['setup']['loss'])} | {', '.join(str(r['seed']) for r in rs)} "
                           f"| {_mean_std([r['top1'] for r in rs])} | {_mean_std([r['balanced_accuracy'] for r in rs])} "

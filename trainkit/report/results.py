@@ -29,6 +29,8 @@ from trainkit.report.table import MISSING, fixed_digits, is_number, format_durat
 
 RESULTS_MD = results_md()
 NOT_RUN = not_run_notes()
+# data set id -> what its figures are (and are not) worth
+DATASET_NOTES = project_root() / "results" / "dataset_notes.yaml"
 COMMAND = "python compare.py results"
 
 HEADER = f"""# Recipe results
@@ -131,12 +133,16 @@ def section_table(rows: list[dict], cards: dict[str, list[str]]) -> list[str]:
 
 # ---- sections --------------------------------------------------------------------------------------------------
 
-def dataset_section(dataset: str, records: list[dict], cards: dict[str, list[str]]) -> list[str]:
+def dataset_section(dataset: str, records: list[dict], cards: dict[str, list[str]],
+                    note: str | None = None) -> list[str]:
     rows = group_records(records, key=row_key)
     rows.sort(key=lambda r: (-(r.get("top1") if isinstance(r.get("top1"), (int, float)) else -1.0),
                              str(r.get("recipe")), str(r.get("variant_text"))))
     names = sorted({str(r.get("dataset")) for r in records if r.get("dataset")})
-    lines = [f"## {dataset}", "", f"Data: {'; '.join(names) or MISSING}.", "", *section_table(rows, cards)]
+    lines = [f"## {dataset}", "", f"Data: {'; '.join(names) or MISSING}.", ""]
+    if note:
+        lines += [f"**{note}**", ""]
+    lines += section_table(rows, cards)
     if any(recipe_changed(r) for r in records):
         lines += ["", "†: the recipe file changed after these runs (their `command` no longer gives the recipe hash "
                       "they trained with); run them again."]
@@ -189,13 +195,16 @@ def not_run_section(notes: dict[str, str], run: set[str]) -> list[str]:
     return lines
 
 
-def results_markdown(records: list[dict], notes: dict[str, str], cards: dict[str, list[str]] | None = None) -> str:
-    """The whole RESULTS.md. ``cards``: record file (relative to the records folder) -> ids of cards made from it."""
-    cards = cards or {}
+def results_markdown(records: list[dict], notes: dict[str, str], cards: dict[str, list[str]] | None = None,
+                     dataset_notes: dict[str, str] | None = None) -> str:
+    """The whole RESULTS.md. ``cards``: record file (relative to the records folder) -> ids of cards made from it;
+    ``dataset_notes``: data set id -> a caveat printed above its table (results/dataset_notes.yaml)."""
+    cards, dataset_notes = cards or {}, dataset_notes or {}
     main = [r for r in records if not r.get("ablation")]
     lines = [HEADER.rstrip(), ""]
     for dataset in sorted({str(r.get("dataset_id")) for r in main}):
-        lines += [*dataset_section(dataset, [r for r in main if str(r.get("dataset_id")) == dataset], cards), ""]
+        lines += [*dataset_section(dataset, [r for r in main if str(r.get("dataset_id")) == dataset], cards,
+                                   dataset_notes.get(dataset)), ""]
     ablations = sorted({r["ablation"]["id"] for r in records if r.get("ablation")})
     if ablations:
         lines += ["## Ablations", ""]
@@ -230,9 +239,11 @@ def card_links(records_root: Path, zoo: Path | None = None) -> dict[str, list[st
     return links
 
 
-def results_text(records_root: Path = RECORDS_DIR, notes: Path = NOT_RUN, zoo: Path | None = None) -> str:
-    """RESULTS.md as the committed records, notes and zoo cards generate it."""
-    return results_markdown(read_records(records_root), read_notes(notes), card_links(records_root, zoo))
+def results_text(records_root: Path = RECORDS_DIR, notes: Path = NOT_RUN, zoo: Path | None = None,
+                 dataset_notes: Path = DATASET_NOTES) -> str:
+    """RESULTS.md as the committed records, notes, data set notes and zoo cards generate it."""
+    return results_markdown(read_records(records_root), read_notes(notes), card_links(records_root, zoo),
+                            read_notes(dataset_notes) if Path(dataset_notes).is_file() else {})
 
 
 def write_results(path: Path = RESULTS_MD) -> Path:
@@ -241,13 +252,14 @@ def write_results(path: Path = RESULTS_MD) -> Path:
 
 
 def read_notes(path: Path = NOT_RUN) -> dict[str, str]:
-    """``results/not_run.yaml``: recipe stem -> why it has no record (or no full-schedule record)."""
+    """``results/not_run.yaml``: recipe stem -> why it has no record (or no full-schedule record); also
+    ``results/dataset_notes.yaml``: data set id -> caveat (the same mapping of names to text)."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise RecordError(f"{path}: unreadable notes ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise RecordError(f"{path}: expected a mapping recipe-name: reason (text)")
+        raise RecordError(f"{path}: expected a mapping name: text")
     return data
 
 

@@ -41,7 +41,8 @@ class Plan:
     val_samples: int
     test_samples: int
     in_memory: bool               # training data served by the in-memory fast path
-    selected_on: str = "val"      # what best.pt is chosen on: val, or last (val is the test split: no choice)
+    selected_on: str = "val"      # what best.pt is chosen on: val, holdout (data.val_from_train), or last (val is
+                                  # the test split: no choice)
     report_split: str = "test"    # the split the summary evaluates, named as it is (val without a test split)
     precision_requested: str = "" # train.precision as the recipe says it (amp: decided at start-up)
     channels_last: bool = False   # the memory format used (runtime.channels_last, or the probe's choice)
@@ -88,8 +89,10 @@ class Plan:
             return ("selection: val is the test split (data.holdout_fraction=0), so nothing is chosen on it: "
                     f"best-by-val is off and the last checkpoint is evaluated on {self.report_split} "
                     "(selected_on: last)")
-        return (f"selection: best.pt is chosen on val; the summary evaluates it on {self.report_split}"
-                + (" (no test split: the figure is a val figure, labelled val)" if self.report_split == "val" else ""))
+        return (f"selection: best.pt is chosen on {self.selected_on}; the summary evaluates it on {self.report_split}"
+                + (" (data.val_from_train: val/ chose nothing, it is only reported)" if self.selected_on == "holdout"
+                   else " (no test split: the figure is a val figure, labelled val)" if self.report_split == "val"
+                   else ""))
 
     def numerics_line(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous"
@@ -129,9 +132,10 @@ def total_steps(epochs: float, steps_per_epoch: int) -> int:
 
 def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: dict[str, int],
               num_classes: int, in_chans: int, in_memory: bool, val_is_test: bool = False,
-              report_split: str = "test") -> Plan:
+              report_split: str = "test", val_name: str = "val") -> Plan:
     """``val_is_test``: the val split is the test split (no selection on it); ``report_split``:
-    the name of the split the summary reports (see trainkit.data.sources.val_is_test)."""
+    the name of the split the summary reports (see trainkit.data.sources.val_is_test); ``val_name``: the
+    val split's own name (``holdout`` when data.val_from_train carved it from train), what ``selected_on`` says."""
     per_device, accum = batch_split(recipe, world)
     rt, sch = recipe.runtime, recipe.schedule
     per_rank = split_sizes["train"] // world
@@ -149,5 +153,5 @@ def make_plan(recipe: Recipe, *, device: torch.device, world: int, split_sizes: 
         total_steps=total_steps(sch.epochs, steps), warmup_steps=round(sch.warmup_epochs * steps),
         num_classes=num_classes, in_chans=in_chans, train_samples=split_sizes["train"],
         val_samples=split_sizes["val"], test_samples=split_sizes["test"], in_memory=in_memory,
-        selected_on="last" if val_is_test else "val", report_split=report_split,
+        selected_on="last" if val_is_test else val_name, report_split=report_split,
         eval_weights="ema" if recipe.train.best_metric.startswith("ema_") else "raw")

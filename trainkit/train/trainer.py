@@ -73,7 +73,8 @@ def plan_for(recipe: Recipe, data: Data, dist: DistInfo, device: torch.device, *
                             seed=recipe.train.seed, multiscale=recipe.multiscale)
     plan = make_plan(recipe, device=device, world=dist.world, split_sizes={k: len(v) for k, v in data.splits.items()},
                      num_classes=num_classes, in_chans=data.in_chans, in_memory=in_memory,
-                     val_is_test=val_is_test(data.splits), report_split=report_split(data.splits))
+                     val_is_test=val_is_test(data.splits), report_split=report_split(data.splits),
+                     val_name=data.splits["val"].name)
     if probe:
         numerics = decide_for_run(recipe, device, batch=plan.per_device_batch, num_classes=num_classes,
                                   in_chans=data.in_chans, run_steps=plan.total_steps * plan.accum_steps,
@@ -239,7 +240,7 @@ class Trainer:
 
         self.logger = RunLogger(run_dir, enabled=dist.is_main)
         self.checkpointer = Checkpointer(run_dir, recipe.train.best_metric, enabled=dist.is_main,
-                                         select=plan.selected_on == "val", keep_epochs=rt.keep_epoch_checkpoints)
+                                         select=plan.selected_on != "last", keep_epochs=rt.keep_epoch_checkpoints)
         self.start_epoch = 0
         self.start_step_in_epoch = 0     # optimizer steps of start_epoch already done (mid-epoch resume)
         self.train_seconds = 0.0
@@ -366,7 +367,7 @@ class Trainer:
 
         best.pt when it was chosen on val, else last.pt; the split is named as it is (``val`` for a
         data set without a test split), with ``selected_on`` saying what chose the checkpoint."""
-        chosen = self.plan.selected_on == "val" and (self.run_dir / "best.pt").exists()
+        chosen = self.plan.selected_on != "last" and (self.run_dir / "best.pt").exists()
         best = self.run_dir / ("best.pt" if chosen else "last.pt")
         report = evaluate_checkpoint(best, split="test", dist=self.dist, device=self.device,
                                      show_progress=self.show_progress)

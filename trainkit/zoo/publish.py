@@ -34,7 +34,7 @@ from trainkit.zoo.cards import (ID_RE, ROOT, DatasetRef, ModelCard, Provenance, 
 MAX_WEIGHTS_MB = 5.0      # weights committed to the repository; larger ones belong behind a url
 # names the zoo's tables group by (DatasetRef.name), per result-record data set id
 DATASET_NAMES = {"cifar10-jpeg": "CIFAR-10 (JPEG)", "fashion_mnist": "Fashion-MNIST",
-                 "imagenette-dev": "imagenette-dev (10 ImageNet classes)"}
+                 "imagenette-dev": "imagenette-dev (10 ImageNet classes; ImageNet TRAINING photos)"}
 
 
 @dataclass(frozen=True)
