@@ -28,7 +28,6 @@ from it alone (``python benchmarks/run.py --render``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # trainkit (charts), when run from anywhere
 
+from trainkit.config import formats  # noqa: E402
 from trainkit.report.charts import figure  # noqa: E402
 
 PY = sys.executable
@@ -137,7 +137,7 @@ def run_airbench(st: dict, data: Path) -> dict:
 
 def run_ours(st: dict, data: Path, out: Path, seed: int) -> dict:
     _, wall = timed_lines(ours_cmd(st, data, out, seed))
-    summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())
+    summary = formats.read(out / f"seed{seed}" / "summary.json", formats.SUMMARY)
     return {"seed": seed, "top1": summary["top1"], "wall_s": round(wall, 1), "epochs": summary["epochs"],
             "precision": summary["precision"], "channels_last": summary["channels_last"],
             "numerics_probe": summary.get("numerics_probe"), "train_s": round(summary["train_time_s"], 1),
@@ -262,7 +262,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res = run_section(args, root, Path(tmp), suite.subset_folder)
     suite.save(args, "airbench", res, 1, load_start, script="benchmarks/airbench_side_by_side.py", planned=1)
-    plot(json.loads((Path(args.results) / "airbench.json").read_text()), Path(args.results) / "airbench.png")
+    plot(formats.read(Path(args.results) / "airbench.json", formats.BENCHMARK), Path(args.results) / "airbench.png")
     text = suite.render(Path(args.results), Path(args.out))
     print(text.split("## Side by side")[1].split("\n## ")[0] if "## Side by side" in text else text)
 

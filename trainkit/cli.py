@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 
 from trainkit.config import formats
-from trainkit.config.paths import entry_script
 from trainkit.runtime.checkpoint import CheckpointError
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import DataError
@@ -31,7 +30,8 @@ class RunFailed(RuntimeError):
 def train_once(recipe: str, overrides: list[str], seed: int, runs_dir: Path, name: str) -> tuple[dict, float]:
     """Run train.py in its own process as ``runs_dir/name`` with ``train.seed=seed``; its summary.json
     and the wall time (start-up, data, training, final evaluation). RunFailed names the last error line."""
-    cmd = [sys.executable, str(entry_script("train.py")), recipe, *overrides, f"train.seed={seed}",
+    # -m, not a script path: an installed package has no checkout train.py
+    cmd = [sys.executable, "-m", "trainkit.commands.train", recipe, *overrides, f"train.seed={seed}",
            f"runtime.out_dir={runs_dir}", f"runtime.run_name={name}", "runtime.progress=false"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

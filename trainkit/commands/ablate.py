@@ -28,7 +28,6 @@ import torch
 from trainkit.commands.common import add_shared, new_parser, output_file, parse, recipe_overrides, warn
 from trainkit.cli import RunFailed, one_line_errors, train_once
 from trainkit.config import formats
-from trainkit.config.paths import project_root
 from trainkit.config.recipe import load_recipe, recipe_hash
 from trainkit.config.schema import RecipeError
 from trainkit.data.sources import open_source, resolve_splits, val_is_test
@@ -68,7 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.runs_dir is not None:
         warn("--runs-dir is deprecated and goes away in the next release; --out DIR holds the run folders and "
              "ablation.md")
-    default_dir = project_root() / "runs" / f"ablate-{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    default_dir = Path("runs") / f"ablate-{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     table_only = args.out is not None and args.out.suffix.lower() == ".md"   # the old --out FILE.md
     args.runs_dir = args.runs_dir or (args.out if args.out is not None and not table_only else default_dir)
     args.table = output_file(args.out, "ablation.md", (".md",), default_dir=args.runs_dir)

@@ -32,7 +32,7 @@ from trainkit.config import formats
 from trainkit.config.recipe import load_recipe
 from trainkit.config.registry import Registry
 from trainkit.config.schema import RecipeError
-from trainkit.data.sources import open_source, report_split, resolve_splits
+from trainkit.data.sources import open_source, resolve_splits
 from trainkit.eval.pipeline import evaluate_checkpoint
 from trainkit.sweep.report import best_lines, search_shortcuts, write_best_recipe, write_plots, write_tables
 from trainkit.sweep.space import check_space, grid_space, load_space
@@ -138,9 +138,10 @@ def check_splits(recipe_path: str, overrides: list[str], final_test: str | None)
     recipe = load_recipe(recipe_path, overrides)
     splits = resolve_splits(recipe.data, open_source(recipe.data))
     refuse_selection_on_test(splits)
-    if final_test and report_split(splits) != "test":
-        raise RecipeError("--final-test: this data set has no test split (its report split is val, which the "
-                          "sweep selects on); drop --final-test or give the data a test split")
+    if final_test and splits["test"].name == splits["val"].name:
+        raise RecipeError("--final-test: this data set's test split is the val split the sweep selects on; drop "
+                          "--final-test, or give the data a test split (or data.val_from_train=true to select on "
+                          "a hold-out carved from train)")
 
 
 @one_line_errors

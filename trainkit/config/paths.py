@@ -53,11 +53,6 @@ def not_run_notes() -> Path:
     return project_root() / "results" / "not_run.yaml"
 
 
-def entry_script(name: str) -> Path:
-    """A top-level entry script (``train.py``) of the project root; subprocesses start it by absolute path."""
-    return project_root() / name
-
-
 def project_file(path: str | Path) -> Path:
     """A path as the user gave it when it exists from the cwd (or is absolute), else the same path below the
     project root: ``recipes/quickstart.yaml`` works from any directory."""
@@ -76,5 +71,5 @@ def project_relative(path: str | Path) -> str:
     return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(path)
 
 
-__all__ = ["PACKAGE_DIR", "entry_script", "not_run_notes", "project_file", "project_relative", "project_root",
+__all__ = ["PACKAGE_DIR", "not_run_notes", "project_file", "project_relative", "project_root",
            "recipes_dir", "records_dir", "results_md", "zoo_dir"]

@@ -508,6 +508,10 @@ class FinetuneCfg:
         if reasons:
             raise RecipeError(f"finetune.cache_features: refused because {reasons[0]}: the backbone would see "
                               f"another input each epoch (turn the random augmentation off, or cache_features=false)")
+        if recipe.data.eval.tta != "none":   # val in fit runs the head on cached feature vectors: no views to flip
+            raise RecipeError(f"finetune.cache_features: refused with data.eval.tta={recipe.data.eval.tta}: val "
+                              "would flip or shift feature vectors, not images (data.eval.tta=none, or "
+                              "cache_features=false)")
 
 
 @dataclass(frozen=True)
@@ -779,7 +783,17 @@ def schedule_points(recipe: Recipe) -> dict[str, float]:
     if ms.progressive is not None:
         points["multiscale.progressive.start_epoch"] = ms.progressive.start_epoch
         points["multiscale.progressive.end_epoch"] = ms.progressive.end_epoch
+    if recipe.model.stem_bias_epochs is not None:   # the whitening stem's bias freezes from this epoch on
+        points["model.stem_bias_epochs"] = recipe.model.stem_bias_epochs
+    assert set(points) <= set(EPOCH_POINT_KEYS), "a new epoch point belongs in EPOCH_POINT_KEYS"
     return points
+
+
+# Every key schedule_points may return (schedule.warmup_epochs aside, checked by ScheduleCfg): the one list,
+# also what a sweep treats as scaled with a shortened schedule (trainkit.sweep.report.search_shortcuts).
+EPOCH_POINT_KEYS = ("schedule.milestones", "schedule.step_epochs", "loss.reweight_from_epoch", "mixup.off_epoch",
+                    "finetune.unfreeze_after_epochs", "multiscale.progressive.start_epoch",
+                    "multiscale.progressive.end_epoch", "model.stem_bias_epochs")
 
 
 def check_schedule_points(recipe: Recipe) -> None:

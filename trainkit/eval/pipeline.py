@@ -72,12 +72,20 @@ def open_splits(data: DataCfg, classes: list[str] | None, what: str, runtime: Ru
             for name, split in splits.items()}
 
 
-def split_named(splits: dict[str, Split], split: str, data: DataCfg) -> Split:
-    """``splits[split]``, or one error line naming the splits the data has."""
-    if split not in splits:
-        raise DataError(f"{data.root} has no {split} split (it has: {', '.join(sorted(splits))}); "
-                        f"give --split {' or '.join(sorted(splits))}")
-    return splits[split]
+def split_named(splits: dict[str, Split], split: str, data: DataCfg, exact: bool = False) -> Split:
+    """The split called ``split``: the one whose own name it is (under data.val_from_train the val/ folder is
+    the test key's split, named val, and the hold-out carved from train is named holdout), else the split
+    standing in under that key (a CIFAR card's val is its test split). ``exact`` (a split asked for by name on
+    the command line): no stand-in; either way a split the data cannot give is one error naming the ones it has."""
+    for candidate in splits.values():
+        if candidate.name == split:
+            return candidate
+    if split in splits and not exact:
+        return splits[split]
+    have = sorted({s.name for s in splits.values()}, key=lambda name: (name not in SPLITS, name))
+    stand_in = f" (its {split} would be the {splits[split].name} split)" if split in splits else ""
+    raise DataError(f"--split {split}: {data.root} has no {split} split{stand_in}; it has {', '.join(have)}: "
+                    f"give --split {' or '.join(have)}")
 
 
 def restricted_to(loaded: LoadedModel, found: list[str], data: DataCfg) -> list[int] | None:
@@ -134,15 +142,6 @@ def evaluate_ensemble(members: list[LoadedModel], rule: str, weights: list[float
             "data_root": data_cfg.root, "precision": precision, "rows": rows}
 
 
-def check_split_exists(splits: dict[str, Split], split: str) -> None:
-    """One error line naming the splits the data set has, instead of silently reading the split that stands in
-    for a missing one (a CIFAR card's "val" is its test split)."""
-    if splits[split].name != split:
-        have = [name for name in SPLITS if any(s.name == name for s in splits.values())]
-        raise DataError(f"--split {split}: this data set has no {split} split (it has {', '.join(have)}; its "
-                        f"{split} would be the {splits[split].name} split); give --split {' or '.join(have)}")
-
-
 def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataCfg | None = None,
                    data_root: str | None = None, opts: EvalOptions = EvalOptions(), dist: DistInfo = DistInfo(),
                    device: torch.device = torch.device("cpu"), show_progress: bool | str = "auto",
@@ -155,9 +154,7 @@ def evaluate_model(loaded: LoadedModel, *, split: str | None = None, data: DataC
     split = split or loaded.split
     data = data or data_of(loaded, data_root)
     splits = open_splits(data, loaded.classes, loaded.spec, loaded.runtime, subset_ok=True)
-    chosen = split_named(splits, split, data)
-    if exact_split:
-        check_split_exists(splits, split)
+    chosen = split_named(splits, split, data, exact=exact_split)
     subset = restricted_to(loaded, list(chosen.classes), data)
     model = loaded.model.to(device)
     if loaded.runtime.channels_last:

@@ -17,7 +17,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from trainkit.config.recipe import load_recipe, recipe_yaml
+from trainkit.config.recipe import EPOCH_POINT_KEYS, load_recipe, recipe_yaml
 from trainkit.sweep.space import Dimension, override
 from trainkit.sweep.study import is_surplus, retried_numbers
 
@@ -95,10 +95,8 @@ def write_tables(study: optuna.Study, space: list[Dimension], out_dir: Path, hea
 
 
 # Epoch-valued keys: overridden together with a shortened schedule.epochs they were scaled to the short search
-# schedule, so they are shortcuts too (trainkit.config.recipe.schedule_points names the same keys).
-EPOCH_KEYS = ("schedule.warmup_epochs", "schedule.milestones", "schedule.step_epochs", "loss.reweight_from_epoch",
-              "mixup.off_epoch", "finetune.unfreeze_after_epochs", "multiscale.progressive.start_epoch",
-              "multiscale.progressive.end_epoch")
+# schedule, so they are shortcuts too.
+EPOCH_KEYS = ("schedule.warmup_epochs", *EPOCH_POINT_KEYS)
 
 
 def search_shortcuts(recipe: str, overrides: list[str], searched: list[str]) -> list[str]:
@@ -106,7 +104,9 @@ def search_shortcuts(recipe: str, overrides: list[str], searched: list[str]) -> 
     schedule.budget_minutes, a schedule.epochs below the recipe file's (and the epoch points set with it).
     A searched key is never a shortcut."""
     epochs = [yaml.safe_load(o.partition("=")[2]) for o in overrides if o.partition("=")[0] == "schedule.epochs"]
-    if epochs and "schedule.epochs" not in searched and isinstance(epochs[-1], int):
+    # a number (fractional epochs are allowed: 9.9), not a bool, which YAML also reads from the override
+    if epochs and "schedule.epochs" not in searched and isinstance(epochs[-1], (int, float)) \
+            and not isinstance(epochs[-1], bool):
         # the recipe file's epochs, with the command's other overrides (data.root may be needed to load it)
         unscheduled = [o for o in overrides if o.partition("=")[0] not in ("schedule.epochs", *EPOCH_KEYS)]
         shortened = epochs[-1] < load_recipe(recipe, unscheduled).schedule.epochs

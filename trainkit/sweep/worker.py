@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -85,8 +86,11 @@ def main() -> int:
     with os.fdopen(args.report_fd, "w") as report:
         trainer.epoch_end.append(PruneReporter(session.recipe.train.best_metric, plan.epochs, report, sys.stdin))
         last = trainer.fit()
-    trainer.logger.close()
     ck = trainer.checkpointer
+    # the trial's row in TensorBoard's HParams tab (the summary, which writes a run's, is not made for a trial)
+    trainer.logger.hparams(dataclasses.asdict(session.recipe), {f"best_val_{ck.metric}": ck.best_value,
+                                                                "train_time_s": trainer.train_seconds})
+    trainer.logger.close()
     result = {"split": "val", "metric": ck.metric, "value": ck.best_value, "best_epoch": ck.best_epoch,
               "epochs_run": last.get("epoch", 0), "epochs": plan.epochs, "state": PRUNED if trainer.stopped_early
               else "complete", "train_time_s": trainer.train_seconds, "recipe_hash": plan.recipe_hash}

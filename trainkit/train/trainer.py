@@ -346,8 +346,9 @@ class Trainer:
             row.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"],
                        val_balanced_accuracy=val["balanced_accuracy"], val_macro_f1=val["macro_f1"])
             if self.ema is not None:   # the averaged weights, beside the raw ones
-                ema = evaluate(self.ema.module, self.val_loader, num_classes=plan.num_classes, device=self.device,
-                               precision=plan.precision, show_progress=self.show_progress, desc="val ema").compute()
+                ema = evaluate(with_tta(self.ema.module, rec.data.eval.tta), self.val_loader,
+                               num_classes=plan.num_classes, device=self.device, precision=plan.precision,
+                               show_progress=self.show_progress, desc="val ema").compute()
                 row.update(ema_val_top1=ema["top1"], ema_val_loss=ema["loss"])
                 val = {**val, "ema_top1": ema["top1"], "ema_loss": ema["loss"]}
         row["skipped_images"] = self.train_loader.skipped + self.val_loader.skipped
