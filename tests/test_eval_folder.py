@@ -138,3 +138,28 @@ def test_evaluate_cli_on_a_run_checkpoint_and_a_test_only_folder(card, reference
     report = json.loads((out / "metrics.json").read_text())
     assert report["split"] == "test"
     assert report["metrics"]["confusion"] == reference["metrics"]["confusion"]
+
+
+def test_a_split_is_found_by_its_own_name():
+    """Under data.val_from_train the val key holds the hold-out (named holdout) and the test key the val/ folder
+    (named val): --split val must give the val/ folder, and a stand-in is refused only when asked by name."""
+    import numpy as np
+
+    from trainkit.config.recipe import DataCfg
+    from trainkit.data.split import Split
+    from trainkit.eval.pipeline import split_named
+
+    def split(name):
+        return Split(name=name, classes=("a", "b"), targets=np.zeros(2, dtype=np.int64))
+
+    carved = {"train": split("train"), "val": split("holdout"), "test": split("val")}
+    data = DataCfg(root="photos")
+    assert split_named(carved, "val", data, exact=True) is carved["test"]
+    assert split_named(carved, "holdout", data, exact=True) is carved["val"]
+    assert split_named(carved, "test", data) is carved["test"]          # the key's stand-in, not by name
+    with pytest.raises(DataError, match=r"--split test: photos has no test split .* it has train, val, holdout"):
+        split_named(carved, "test", data, exact=True)
+    cifar = {"train": split("train"), "val": split("test"), "test": split("test")}   # val stands in for test
+    assert split_named(cifar, "val", data) is cifar["val"]
+    with pytest.raises(DataError, match=r"no val split \(its val would be the test split\)"):
+        split_named(cifar, "val", data, exact=True)
