@@ -171,6 +171,8 @@ def test_search_shortcuts_are_only_the_cheapening_overrides():
     # a longer schedule is a change of recipe, not a shortcut; a searched key never is one
     assert search_shortcuts(RECIPE, ["data.root=/x", "schedule.epochs=300"], []) == []
     assert search_shortcuts(RECIPE, ["data.root=/x", "data.limit_train=100"], ["data.limit_train"]) == []
+    # fractional epochs are epochs too (schedule.epochs may be 9.9)
+    assert search_shortcuts(RECIPE, ["data.root=/x", "schedule.epochs=2.5"], []) == ["schedule.epochs=2.5"]
 
 
 # ------------------------------------------------------------------ one evaluation loop, one policy

@@ -277,3 +277,14 @@ def test_trainer_initialises_the_resnet_whitening_stem_and_freezes_its_bias(imag
     assert not torch.allclose(first["conv1.weight"], fresh) and torch.equal(first["conv1.weight"],
                                                                             second["conv1.weight"])
     assert first["conv1.bias"].abs().sum() > 0 and torch.equal(first["conv1.bias"], second["conv1.bias"])
+
+
+def test_the_stem_bias_point_follows_the_one_rule_and_cached_features_refuse_tta():
+    """model.stem_bias_epochs is an epoch point like the others; val over cached features has no image to flip."""
+    airbench = ROOT / "recipes" / "cifar10_speedrun_airbench.yaml"
+    with pytest.raises(RecipeError, match=r"model.stem_bias_epochs=3: past the end of the run \(schedule.epochs=2\)"):
+        load_recipe(airbench, ["data.root=/x", "schedule.epochs=2"])
+    load_recipe(airbench, ["data.root=/x", "schedule.epochs=2", "model.stem_bias_epochs=1"])
+    probe = ROOT / "recipes" / "linear_probe_photos_aid_lite0.yaml"
+    with pytest.raises(RecipeError, match=r"cache_features: refused with data.eval.tta=flip"):
+        load_recipe(probe, ["data.root=/x", "data.eval.tta=flip"])
