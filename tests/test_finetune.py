@@ -149,8 +149,10 @@ def test_transfer_recipe_trains_on_another_class_count(image_folder, tmp_path):
     proc = subprocess.run(
         [sys.executable, "train.py", "recipes/fashion_mnist_resnet20_transfer.yaml", "data.name=imagefolder",
          f"data.root={image_folder}", "data.train_size=16", "data.eval.size=16", "train.global_batch=8",
-         "schedule.epochs=1", "train.precision=fp32", "runtime.workers=0", "runtime.threads=1",
-         f"runtime.out_dir={tmp_path}", "runtime.run_name=t"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+         # one epoch: the recipe's unfreeze point (epoch 1) would be past the end, so the frozen part stays frozen
+         "schedule.epochs=1", "finetune.unfreeze_after_epochs=null", "train.precision=fp32", "runtime.workers=0",
+         "runtime.threads=1", f"runtime.out_dir={tmp_path}", "runtime.run_name=t"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "new classifier" in proc.stdout and "adapted from 3 to 1 input channels" in proc.stdout
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())

@@ -31,6 +31,9 @@ MINIMAL = {
                         "repeats": 1, "repeats_planned": 1, "load_average": [0.1, 0.2]},
     formats.PHOTOS_BENCHMARK: {},
     formats.PHOTOS_ROW: {"row": "probe", "top1": 90.0, "epochs": 1, "wall_s": 2.0, "command": "c"},
+    formats.FINAL_TEST: {"study": {"best_trial": 0, "trials": 4}},
+    formats.TRANSFER_CELL: {"cell": "probe-lite0-card-pcall-s0", "method": "probe", "backbone": "lite0",
+                            "resolution": "card", "seed": 0, "wall_s": 60.0, "record": "r.json", "command": "c"},
 }
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from trainkit.config import formats
 import torch
 from conftest import SHARED, require
 
@@ -113,12 +115,13 @@ def test_every_study_cell_is_a_valid_recipe():
 
 def fake_cell(folder: Path, method: str, seed: int, top1: float, wall_s: float) -> None:
     record = folder.parent / f"record-{method}-{seed}.json"
-    record.write_text(json.dumps({"top1": top1, "val_top1": top1 + 1, "split": "val", "selected_on": "holdout",
-                                  "img_per_s": 100.0, "hardware": "cpu, 2 threads", "precision": "fp32",
-                                  "epochs": 30}))
-    (folder / f"{method}-lite0-native-pcall-s{seed}.json").write_text(json.dumps(
-        {"cell": "x", "method": method, "backbone": "lite0", "resolution": "native", "per_class": None,
-         "seed": seed, "wall_s": wall_s, "record": str(record), "command": f"python train.py {method}"}))
+    formats.write(record, formats.RECORD, {"recipe": f"recipes/{method}.yaml", "recipe_hash": "h", "top1": top1,
+                                           "val_top1": top1 + 1, "split": "val", "selected_on": "holdout",
+                                           "img_per_s": 100.0, "hardware": "cpu, 2 threads", "precision": "fp32",
+                                           "epochs": 30})
+    formats.write(folder / f"{method}-lite0-native-pcall-s{seed}.json", formats.TRANSFER_CELL,
+                  {"cell": "x", "method": method, "backbone": "lite0", "resolution": "native", "per_class": None,
+                   "seed": seed, "wall_s": wall_s, "record": str(record), "command": f"python train.py {method}"})
 
 
 def test_table_and_png_are_generated_from_the_cells(tmp_path):
