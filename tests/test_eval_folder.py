@@ -157,9 +157,10 @@ def test_a_split_is_found_by_its_own_name():
     assert split_named(carved, "val", data, exact=True) is carved["test"]
     assert split_named(carved, "holdout", data, exact=True) is carved["val"]
     assert split_named(carved, "test", data) is carved["test"]          # the key's stand-in, not by name
-    with pytest.raises(DataError, match=r"--split test: photos has no test split .* it has train, val, holdout"):
+    with pytest.raises(DataError, match=r"--split test: photos has no test split \(it has: train, val, holdout; "
+                                        r"its test would be the val split\)"):
         split_named(carved, "test", data, exact=True)
     cifar = {"train": split("train"), "val": split("test"), "test": split("test")}   # val stands in for test
     assert split_named(cifar, "val", data) is cifar["val"]
-    with pytest.raises(DataError, match=r"no val split \(its val would be the test split\)"):
+    with pytest.raises(DataError, match=r"no val split \(it has: train, test; its val would be the test split\)"):
         split_named(cifar, "val", data, exact=True)

@@ -197,7 +197,7 @@ def test_example_evaluate_split_the_data_set_lacks_is_an_error(cifar_subset, mon
     code, out, err = trainkit("evaluate", "zoo:cifar10_resnet20", "--data-root", cifar_subset, "--split", "val",
                               monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2 and out == ""
-    assert err.strip().splitlines() == [err.strip()] and "no val split (it has train, test" in err
+    assert err.strip().splitlines() == [err.strip()] and "no val split (it has: train, test" in err
 
 
 def test_example_predict_and_prepare(cifar_subset, tmp_path, monkeypatch, capsys):

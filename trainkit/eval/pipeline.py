@@ -82,9 +82,10 @@ def split_named(splits: dict[str, Split], split: str, data: DataCfg, exact: bool
             return candidate
     if split in splits and not exact:
         return splits[split]
-    have = sorted({s.name for s in splits.values()}, key=lambda name: (name not in SPLITS, name))
-    stand_in = f" (its {split} would be the {splits[split].name} split)" if split in splits else ""
-    raise DataError(f"--split {split}: {data.root} has no {split} split{stand_in}; it has {', '.join(have)}: "
+    have = sorted({s.name for s in splits.values()},
+                  key=lambda name: (SPLITS.index(name) if name in SPLITS else len(SPLITS), name))
+    stand_in = f"; its {split} would be the {splits[split].name} split" if split in splits else ""
+    raise DataError(f"--split {split}: {data.root} has no {split} split (it has: {', '.join(have)}{stand_in}); "
                     f"give --split {' or '.join(have)}")
 
 
