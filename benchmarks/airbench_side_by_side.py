@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # trainkit (charts), when run from anywhere
 
 from trainkit.config import formats  # noqa: E402
+from trainkit.config.recipe import load_recipe, schedule_points  # noqa: E402
 from trainkit.report.charts import figure  # noqa: E402
 
 PY = sys.executable
@@ -87,10 +88,22 @@ def ours_cmd(st: dict, data: Path, out: Path, seed: int) -> list[str]:
     cmd = [PY, str(ROOT / "train.py"), st["recipe"], f"data.root={data}", f"train.seed={seed}",
            f"runtime.out_dir={out}", f"runtime.run_name=seed{seed}", "runtime.progress=false"]
     if st["epochs"] is not None:
-        cmd.append(f"schedule.epochs={st['epochs']:g}")
+        cmd += [f"schedule.epochs={st['epochs']:g}", *shortened_points(st["recipe"], st["epochs"], data)]
     if st["threads"]:
         cmd.append(f"runtime.threads={st['threads']}")
     return cmd
+
+
+def shortened_points(recipe_path: str, epochs: float, data: Path) -> list[str]:
+    """Overrides scaling the recipe's epoch points (the whitening stem's bias freeze) to a shortened smoke
+    schedule, as a sweep's short search does: a point past the end is an error, not a silent no-op."""
+    recipe = load_recipe(ROOT / recipe_path, [f"data.root={data}"])
+    ratio = epochs / recipe.schedule.epochs
+    scaled = []
+    for key, value in schedule_points(recipe).items():
+        value = [int(v * ratio) for v in value] if isinstance(value, list) else int(value * ratio)
+        scaled.append(f"{key}={value}".replace(" ", ""))
+    return scaled
 
 
 def timed_lines(cmd: list[str], env: dict | None = None) -> tuple[list[tuple[float, str]], float]:

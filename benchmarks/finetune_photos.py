@@ -8,10 +8,12 @@ with other jobs slows both sides alike; compare ratios, not absolute times acros
   recipe   recipes/finetune_photos_lite0.yaml (real photos, its augmentation, loss, layer decay)
            through train.py's Trainer vs that trainer's own step on synthetic tensors of the same
            batch, layout and precision: the target is >= 0.9x;
-  probe    recipes/linear_probe_photos_lite0.yaml per training epoch with finetune.cache_features
-           on vs off (the one-time feature pass reported apart, and amortised over the recipe's epochs).
+  probe    recipes/linear_probe_photos_aid_lite0.yaml (--probe-recipe, on --probe-data-root: aid-dev) per
+           training epoch with finetune.cache_features on vs off (the one-time feature pass reported apart,
+           and amortised over the recipe's epochs).
 
-  python benchmarks/finetune_photos.py --data-root ../shared/data/imagenette-dev [--parts layout recipe probe]
+  python benchmarks/finetune_photos.py --data-root ../shared/data/imagenette-dev \
+      [--probe-data-root ../shared/data/aid-dev] [--parts layout recipe probe]
 
 Prints one table per part and merges it into --out (JSON): each part keeps its own command, date,
 CPU model, torch version, commit and load average, so re-measuring one part leaves the others as
@@ -131,15 +133,16 @@ def recipe_part(args, out: Path) -> dict:
 
 
 def probe_part(args, out: Path) -> dict:
-    """Linear probe epochs with and without the feature cache (same recipe, same photos)."""
-    overrides = [f"data.root={args.data_root}", f"data.limit_train={args.images}", f"data.limit_eval={args.images}",
-                 "schedule.epochs=2"]
+    """Linear probe epochs with and without the feature cache (same recipe, same photos): --probe-recipe, by
+    default the aid-dev probe (photos the backbone never saw; its train/ hold-out split included)."""
+    overrides = [f"data.root={args.probe_data_root}", f"data.limit_train={args.images}",
+                 f"data.limit_eval={args.images}", "schedule.epochs=2"]
     t0 = time.perf_counter()
-    cached = trainer_for("linear_probe_photos_lite0.yaml", [*overrides, "finetune.cache_features=true"], out)
+    cached = trainer_for(args.probe_recipe, [*overrides, "finetune.cache_features=true"], out)
     one_time = time.perf_counter() - t0   # model build + the feature pass over train and val images
-    plain = trainer_for("linear_probe_photos_lite0.yaml", [*overrides, "finetune.cache_features=false"], out)
-    epochs = load_recipe(ROOT / "recipes" / "linear_probe_photos_lite0.yaml",
-                         [f"data.root={args.data_root}"]).schedule.epochs
+    plain = trainer_for(args.probe_recipe, [*overrides, "finetune.cache_features=false"], out)
+    epochs = load_recipe(ROOT / "recipes" / args.probe_recipe,
+                         [f"data.root={args.probe_data_root}"]).schedule.epochs
     rows = []
     for epoch in range(2):
         c = cached.fit_epoch(epoch)
@@ -158,7 +161,8 @@ def probe_part(args, out: Path) -> dict:
           f"(one-time pass included): {total_plain / total_cached:.1f}x")
     return {"epoch_s_plain": [p for p, _ in rows], "epoch_s_cached": [c for _, c in rows],
             "per_epoch_ratio": plain_s / cached_s, "one_time_s": one_time, "recipe_epochs": epochs,
-            "recipe_ratio_including_one_time": total_plain / total_cached}
+            "recipe_ratio_including_one_time": total_plain / total_cached,
+            "recipe": f"recipes/{args.probe_recipe}", "data_root": args.probe_data_root}
 
 
 def main() -> int:
@@ -168,11 +172,16 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="layout: timed steps per round")
     p.add_argument("--images", type=int, default=192, help="recipe/probe: photos per epoch")
+    p.add_argument("--probe-recipe", default="linear_probe_photos_aid_lite0.yaml",
+                   help="probe: the recipe under recipes/")
+    p.add_argument("--probe-data-root", default=str(ROOT.parent / "shared" / "data" / "aid-dev"),
+                   help="probe: its photos (aid-dev: photos the backbone never saw)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_photos.json")
     args = p.parse_args()
-    if not Path(args.data_root, "train").is_dir():
-        print(f"error: --data-root {args.data_root}: no train/ folder (an ImageFolder of photos)", file=sys.stderr)
-        return 2
+    for flag, root in (("--data-root", args.data_root), ("--probe-data-root", args.probe_data_root)):
+        if not Path(root, "train").is_dir():
+            print(f"error: {flag} {root}: no train/ folder (an ImageFolder of photos)", file=sys.stderr)
+            return 2
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip() or "unknown"
     previous = formats.read(args.out, formats.PHOTOS_BENCHMARK) if args.out.is_file() else {}

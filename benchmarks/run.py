@@ -345,9 +345,9 @@ FINETUNE_PHOTOS = "finetune_photos"   # written by benchmarks/finetune_photos.py
 
 def render_finetune_photos(res: dict) -> list[str]:
     """The photo fine-tuning section: each part with its own command, date and machine."""
-    lines = ["Measured side by side in one process by `benchmarks/finetune_photos.py` (imagenette-dev photos, "
-             "224 px, recipes/finetune_photos_lite0.yaml and recipes/linear_probe_photos_lite0.yaml); each part "
-             "names its own command."]
+    lines = ["Measured side by side in one process by `benchmarks/finetune_photos.py` (224 px; layout and recipe: "
+             "imagenette-dev photos, recipes/finetune_photos_lite0.yaml; probe: the recipe and photos it names); "
+             "each part names its own command."]
     titles = {"layout": "Bare training step: precision and memory format",
               "recipe": "The fine-tuning recipe vs its own bare step",
               "probe": "Linear probe: cached features vs the frozen backbone every epoch"}
@@ -376,7 +376,9 @@ def render_finetune_photos(res: dict) -> list[str]:
                       for i, (a, b) in enumerate(zip(r["recipe_img_per_s"], r["bare_img_per_s"]))]
             lines += ["", f"Median ratio {median([{'q': q} for q in r['ratio']], 'q'):.2f}x (target >= 0.90x)."]
         else:
-            lines += ["| epoch | through the frozen backbone s | cached features s | ratio |", "|---:|---:|---:|---:|"]
+            lines += [f"`{r.get('recipe', 'recipes/linear_probe_photos_lite0.yaml')}` on "
+                      f"`{r.get('data_root', '../shared/data/imagenette-dev')}`:", "",
+                      "| epoch | through the frozen backbone s | cached features s | ratio |", "|---:|---:|---:|---:|"]
             lines += [f"| {i + 1} | {p:.2f} | {c:.4f} | {p / c:.0f}x |"
                       for i, (p, c) in enumerate(zip(r["epoch_s_plain"], r["epoch_s_cached"]))]
             lines += ["", f"Per epoch {r['per_epoch_ratio']:.0f}x faster cached; the one-time feature pass (train and "

@@ -38,6 +38,16 @@ def test_airbench_table_is_parsed_with_arrival_times():
         ab.parse_airbench(lines[:-3])
 
 
+def test_a_shortened_smoke_run_scales_the_recipes_epoch_points(tmp_path):
+    # model.stem_bias_epochs=3 of 9.9 epochs would be past the end of a 1-epoch smoke run (an error since epoch
+    # points are checked): the smoke command carries it scaled, and the recipe then loads
+    from trainkit.config.recipe import load_recipe
+    cmd = ab.ours_cmd({"recipe": ab.RECIPE, "epochs": 1.0, "threads": 2}, tmp_path, tmp_path / "runs", 0)
+    assert "schedule.epochs=1" in cmd and "model.stem_bias_epochs=0" in cmd
+    overrides = [a for a in cmd if "=" in a]
+    assert load_recipe(ROOT / ab.RECIPE, overrides).model.stem_bias_epochs == 0
+
+
 def test_runs_alternate_between_the_sides():
     st = {"airbench_runs": 2, "ours_seeds": [0, 1, 2]}
     assert ab.schedule(st) == [("airbench", 0), ("ours", 0), ("airbench", 1), ("ours", 1), ("ours", 2)]
