@@ -20,7 +20,9 @@ is the whole process, from just before it starts to its exit: start-up, imports,
 precision probe, training, every evaluation. airbench's per-epoch val (no TTA) is timed as its lines
 arrive; ours reports its final figure only (the recipe evaluates once, at the end).
 
-The record is ``benchmarks/results/airbench.json`` (every run, the commands, machine, precision, load
+Each full-length seed of ours is also the recipe's result record (results/records/cifar10-jpeg/, its run
+folder kept in runs/airbench-side/), so recipes/RESULTS.md has its row; smoke runs leave nothing behind.
+The benchmark's record is ``benchmarks/results/airbench.json`` (every run, the commands, machine, precision, load
 average, git commit); BENCHMARKS.md's section and ``benchmarks/results/airbench.png`` are rendered
 from it alone (``python benchmarks/run.py --render``).
 """
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))   # trainkit (charts), when run from anywhere
 
 from trainkit.config import formats  # noqa: E402
 from trainkit.config.recipe import load_recipe, schedule_points  # noqa: E402
+from trainkit.report.records import RecordError, record_from_run, write_record  # noqa: E402
 from trainkit.report.charts import figure  # noqa: E402
 
 PY = sys.executable
@@ -149,12 +152,24 @@ def run_airbench(st: dict, data: Path) -> dict:
 
 
 def run_ours(st: dict, data: Path, out: Path, seed: int) -> dict:
+    """One seed of our recipe, timed; a full run (no smoke shortening) also becomes the recipe's result record
+    (results/records/, so recipes/RESULTS.md has its row), its run folder kept under ``out``."""
     _, wall = timed_lines(ours_cmd(st, data, out, seed))
     summary = formats.read(out / f"seed{seed}" / "summary.json", formats.SUMMARY)
-    return {"seed": seed, "top1": summary["top1"], "wall_s": round(wall, 1), "epochs": summary["epochs"],
-            "precision": summary["precision"], "channels_last": summary["channels_last"],
-            "numerics_probe": summary.get("numerics_probe"), "train_s": round(summary["train_time_s"], 1),
-            "samples": summary["samples"], "recipe_hash": summary["recipe_hash"]}
+    res = {"seed": seed, "top1": summary["top1"], "wall_s": round(wall, 1), "epochs": summary["epochs"],
+           "precision": summary["precision"], "channels_last": summary["channels_last"],
+           "numerics_probe": summary.get("numerics_probe"), "train_s": round(summary["train_time_s"], 1),
+           "samples": summary["samples"], "recipe_hash": summary["recipe_hash"]}
+    if not smoke(st):
+        try:
+            res["record"] = write_record(record_from_run(out / f"seed{seed}")).relative_to(ROOT).as_posix()
+        except RecordError as e:   # a run from an uncommitted tree: the benchmark's figures still count
+            print(f"  (no result record for seed {seed}: {e})", flush=True)
+    return res
+
+
+def smoke(st: dict) -> bool:
+    return st["per_class"] is not None or st["epochs"] is not None
 
 
 def schedule(st: dict) -> list[tuple[str, int]]:
@@ -174,8 +189,10 @@ def run_section(args, root: Path, tmp: Path, subset_folder, prefix: str = "") ->
         sys.exit(f"error: --adapter {st['adapter']}: not found (the shared airbench CPU adapter)")
     data = subset_folder(root, tmp / "subset", st["per_class"], st["per_class"]) if st["per_class"] else root
     runs: dict[str, list[dict]] = {"airbench": [], "ours": []}
+    # a full run keeps our run folders (each seed is a result record); a smoke run leaves nothing behind
+    ours_out = tmp / "runs" if smoke(st) else ROOT / "runs" / "airbench-side" / time.strftime("%Y%m%d-%H%M%S")
     for side, which in schedule(st):
-        res = run_airbench(st, data) if side == "airbench" else run_ours(st, data, tmp / "runs", which)
+        res = run_airbench(st, data) if side == "airbench" else run_ours(st, data, ours_out, which)
         runs[side].append(res)
         print(f"  {side} {'run' if side == 'airbench' else 'seed'} {which}: top-1 {res['top1']:.2f}%, "
               f"{res['wall_s']:.0f} s wall", flush=True)
@@ -185,7 +202,7 @@ def run_section(args, root: Path, tmp: Path, subset_folder, prefix: str = "") ->
     env = " ".join(f"{k}={v}" for k, v in ab_env.items() if k != "PYTHONUNBUFFERED")
     return {"settings": st, "runs": runs, "data": str(root) + (f" (first {st['per_class']} per class)"
                                                                  if st["per_class"] else ""),
-            "commands": {"airbench": f"{env} {shown(ab_cmd)}", "ours": shown(ours_cmd(st, data, tmp / "runs", 0))}}
+            "commands": {"airbench": f"{env} {shown(ab_cmd)}", "ours": shown(ours_cmd(st, data, ours_out, 0))}}
 
 
 # ---------------------------------------------------------------- report

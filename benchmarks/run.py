@@ -410,8 +410,9 @@ def render(results: Path, out: Path) -> str:
                   f"{res['repeats']} repeat(s)"
                   + (f" of {res['repeats_planned']} planned (stopped early)" if res["repeats"] < res["repeats_planned"]
                      else "") + f". 1-minute load average {load[0]:.1f} at the start, "
-                  f"{load[1]:.1f} at the end"
-                  + (" (the machine was shared with other jobs)." if max(load) > 1.5 else "."), "",
+                  f"{load[1]:.1f} at the end (its own processes included)"
+                  # only the start says whether other jobs were running: at the end the average is the benchmark's own
+                  + ("; the machine was busy when it started." if load[0] > 1.5 else "."), "",
                   "Each side's command:", ""]
         lines += [f"- {name}: `{cmd}`" for name, cmd in res["commands"].items()]
         lines += [""] + RENDER[section](res)
