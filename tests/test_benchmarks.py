@@ -50,7 +50,7 @@ def test_each_section_renders_from_its_own_file_and_missing_ones_say_so(tmp_path
     # Medians over the repeats: ours 2560 / 100 s = 25.6 img/s; timm 20 -> 1.28x; ceiling 40 -> 0.64x.
     assert "| ours train.py, bf16 | bf16 | 25.6 | 100.0 | 1.28x | 0.64x |" in text
     assert "| data pipeline, CIFAR-10 JPEG 32 px | 3000 | 1000 | 3.00x | 10.0 | 30.0 |" in text
-    assert "3 repeat(s). 1-minute load average 0.5 at the start, 0.7 at the end." in text
+    assert "3 repeat(s). 1-minute load average 0.5 at the start, 0.7 at the end (its own processes included)." in text
     assert "`aa4b5850c154`" in text and "- timm train.py -j 1: `cmd timm train.py -j 1`" in text
     assert text.index("`cmd timm train.py -j 1`") < text.index("| side |")   # commands above the table
     assert "Not measured yet" in text.split("## Evaluation")[1].split("##")[0]

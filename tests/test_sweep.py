@@ -198,15 +198,16 @@ def test_sigkilled_sweep_continues_and_reruns_the_interrupted_trials(folder, tmp
     assert table.count("FAIL (interrupted; re-run as #") == len(failed)
 
 
-@pytest.mark.parametrize("recipe, space, overrides", [
-    ("recipes/quickstart.yaml", "recipes/sweeps/quickstart.yaml", []),
+@pytest.mark.parametrize("recipe, space, overrides, n_dims", [
+    ("recipes/quickstart.yaml", "recipes/sweeps/quickstart.yaml", [], 5),
     ("recipes/cifar10_resnet20.yaml", "recipes/sweeps/cifar10_resnet20.yaml",
-     ["data.root=../shared/data/cifar10-jpeg"]),
+     ["data.root=../shared/data/cifar10-jpeg"], None),
+    ("recipes/linear_probe_photos_aid_lite0.yaml", "recipes/sweeps/linear_probe_photos_aid.yaml", [], 1),
 ])
-def test_shipped_space_files_check_against_their_recipes(recipe, space, overrides):
+def test_shipped_space_files_check_against_their_recipes(recipe, space, overrides, n_dims):
     dims = load_space(ROOT / space)
     check_space(dims, ROOT / recipe, overrides, space)
-    assert len(dims) >= 4
+    assert len(dims) == n_dims if n_dims else len(dims) >= 4
 
 
 def test_epoch_end_callback_prunes_after_a_saved_epoch(folder, tmp_path):
