@@ -46,6 +46,10 @@ def test_val_that_is_the_test_split_chooses_nothing(folders, tmp_path, monkeypat
     assert json.loads((run_dir / "plan.json").read_text())["selected_on"] == "last"
     again = evaluate_checkpoint(run_dir / "last.pt", show_progress=False)
     assert again["metrics"]["top1"] == summary["top1"] and again["split"] == "test"
+    # the loop validates every epoch (eval_every_epochs 1) but the last: the summary's test pass is that figure
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "val_top1" in r] == [1, 2] and rows[-1]["epoch"] == 3
+    assert "epoch 3/3" in log and "val: the test pass below" in log
 
 
 def test_a_held_out_val_split_chooses_best_and_reports_test(folders, tmp_path, monkeypatch):
