@@ -29,6 +29,7 @@ from trainkit.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 from trainkit.runtime.distributed import DistInfo, init_distributed
 from trainkit.runtime.environment import process_seconds
 from trainkit.runtime.faults import newest_valid_checkpoint
+from trainkit.runtime.host_memory import reuse_freed_memory
 from trainkit.train import budget
 from trainkit.train.numerics import bare_step_rate
 from trainkit.train.plan import Plan
@@ -138,6 +139,9 @@ class RunSession:
             logging.getLogger().setLevel(logging.WARNING)
         if recipe.runtime.threads:
             torch.set_num_threads(recipe.runtime.threads)
+        # before the data decode and the first step: every large block from here on is reused, not re-faulted
+        reuse = recipe.runtime.reuse_freed_memory
+        reused = (device.type == "cpu" if reuse == "auto" else reuse) and reuse_freed_memory()
         seed_everything(recipe.train.seed, recipe.train.deterministic, device, recipe.runtime.cudnn_benchmark)
         data = prepare_data(recipe, dry_run=print_only)
         if sweep_trial:
@@ -165,6 +169,8 @@ class RunSession:
             log.info("%s", line)
         if plan.budget:
             log.info("%s", budget.budget_line(plan.budget))
+        if reused:
+            log.info("host memory: freed blocks kept for reuse (runtime.reuse_freed_memory; glibc mmap off)")
         log.info("run folder: %s", run_dir)
         if dist.is_main:   # final from here on: the plan that runs
             write_run_header(run_dir, recipe, plan)
