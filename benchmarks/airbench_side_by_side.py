@@ -54,7 +54,8 @@ AIRBENCH_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_v
 def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
     """The section's options; ``prefix`` ("airbench-") when they sit among run.py's other sections'."""
     p.add_argument(f"--{prefix}adapter", default=str(DEFAULT_ADAPTER), help="the shared airbench CPU adapter")
-    p.add_argument(f"--{prefix}recipe", default=RECIPE, help="our side's recipe")
+    p.add_argument(f"--{prefix}recipe", nargs="+", default=[RECIPE],
+                   help="our side's recipes (each trained with every seed of --ours-seeds)")
     p.add_argument(f"--{prefix}per-class", type=int, default=None,
                    help="only the first N train and N test JPEGs per class (smoke runs); default all")
     p.add_argument(f"--{prefix}epochs", type=float, default=None,
@@ -68,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 def settings(args, prefix: str = "") -> dict:
     get = lambda name: getattr(args, (prefix + name).replace("-", "_"))  # noqa: E731
-    return {"adapter": get("adapter"), "recipe": get("recipe"), "per_class": get("per-class"),
+    return {"adapter": get("adapter"), "recipes": list(get("recipe")), "per_class": get("per-class"),
             "epochs": get("epochs"), "ours_seeds": list(get("ours-seeds")), "airbench_runs": get("peer-runs"),
             "precision": get("precision"), "threads": get("threads") or os.cpu_count()}
 
@@ -87,11 +88,20 @@ def airbench_cmd(st: dict, data: Path) -> tuple[list[str], dict]:
     return cmd, env
 
 
-def ours_cmd(st: dict, data: Path, out: Path, seed: int) -> list[str]:
-    cmd = [PY, str(ROOT / "train.py"), st["recipe"], f"data.root={data}", f"train.seed={seed}",
-           f"runtime.out_dir={out}", f"runtime.run_name=seed{seed}", "runtime.progress=false"]
+def recipes_of(st: dict) -> list[str]:
+    """Our side's recipes (a record written before several recipes could run holds one, as ``recipe``)."""
+    return st.get("recipes") or [st["recipe"]]
+
+
+def run_name(recipe: str, seed: int) -> str:
+    return f"{Path(recipe).stem}-seed{seed}"
+
+
+def ours_cmd(st: dict, data: Path, out: Path, recipe: str, seed: int) -> list[str]:
+    cmd = [PY, str(ROOT / "train.py"), recipe, f"data.root={data}", f"train.seed={seed}",
+           f"runtime.out_dir={out}", f"runtime.run_name={run_name(recipe, seed)}", "runtime.progress=false"]
     if st["epochs"] is not None:
-        cmd += [f"schedule.epochs={st['epochs']:g}", *shortened_points(st["recipe"], st["epochs"], data)]
+        cmd += [f"schedule.epochs={st['epochs']:g}", *shortened_points(recipe, st["epochs"], data)]
     if st["threads"]:
         cmd.append(f"runtime.threads={st['threads']}")
     return cmd
@@ -151,18 +161,20 @@ def run_airbench(st: dict, data: Path) -> dict:
     return {**parse_airbench(lines), "wall_s": round(wall, 1), "precision": st["precision"]}
 
 
-def run_ours(st: dict, data: Path, out: Path, seed: int) -> dict:
-    """One seed of our recipe, timed; a full run (no smoke shortening) also becomes the recipe's result record
-    (results/records/, so recipes/RESULTS.md has its row), its run folder kept under ``out``."""
-    _, wall = timed_lines(ours_cmd(st, data, out, seed))
-    summary = formats.read(out / f"seed{seed}" / "summary.json", formats.SUMMARY)
-    res = {"seed": seed, "top1": summary["top1"], "wall_s": round(wall, 1), "epochs": summary["epochs"],
+def run_ours(st: dict, data: Path, out: Path, recipe: str, seed: int) -> dict:
+    """One seed of one of our recipes, timed; a full run (no smoke shortening) also becomes the recipe's result
+    record (results/records/, so recipes/RESULTS.md has its row), its run folder kept under ``out``."""
+    _, wall = timed_lines(ours_cmd(st, data, out, recipe, seed))
+    run_dir = out / run_name(recipe, seed)
+    summary = formats.read(run_dir / "summary.json", formats.SUMMARY)
+    res = {"recipe": recipe, "seed": seed, "top1": summary["top1"], "wall_s": round(wall, 1),
+           "epochs": summary["epochs"],
            "precision": summary["precision"], "channels_last": summary["channels_last"],
            "numerics_probe": summary.get("numerics_probe"), "train_s": round(summary["train_time_s"], 1),
            "samples": summary["samples"], "recipe_hash": summary["recipe_hash"]}
     if not smoke(st):
         try:
-            res["record"] = write_record(record_from_run(out / f"seed{seed}")).relative_to(ROOT).as_posix()
+            res["record"] = write_record(record_from_run(run_dir)).relative_to(ROOT).as_posix()
         except RecordError as e:   # a run from an uncommitted tree: the benchmark's figures still count
             print(f"  (no result record for seed {seed}: {e})", flush=True)
     return res
@@ -172,10 +184,11 @@ def smoke(st: dict) -> bool:
     return st["per_class"] is not None or st["epochs"] is not None
 
 
-def schedule(st: dict) -> list[tuple[str, int]]:
-    """The run order: airbench and ours alternating, then the rest of the longer side."""
+def schedule(st: dict) -> list[tuple[str, int | tuple[str, int]]]:
+    """The run order: airbench and ours alternating, then the rest of the longer side; ours seed by seed,
+    each seed through every recipe (so a drift over the session hits every recipe alike)."""
     a = [("airbench", i) for i in range(st["airbench_runs"])]
-    o = [("ours", s) for s in st["ours_seeds"]]
+    o = [("ours", (r, s)) for s in st["ours_seeds"] for r in recipes_of(st)]
     order = [x for pair in zip(a, o) for x in pair]
     return order + a[len(o):] + o[len(a):]
 
@@ -192,17 +205,18 @@ def run_section(args, root: Path, tmp: Path, subset_folder, prefix: str = "") ->
     # a full run keeps our run folders (each seed is a result record); a smoke run leaves nothing behind
     ours_out = tmp / "runs" if smoke(st) else ROOT / "runs" / "airbench-side" / time.strftime("%Y%m%d-%H%M%S")
     for side, which in schedule(st):
-        res = run_airbench(st, data) if side == "airbench" else run_ours(st, data, ours_out, which)
+        res = run_airbench(st, data) if side == "airbench" else run_ours(st, data, ours_out, *which)
         runs[side].append(res)
-        print(f"  {side} {'run' if side == 'airbench' else 'seed'} {which}: top-1 {res['top1']:.2f}%, "
-              f"{res['wall_s']:.0f} s wall", flush=True)
+        what = f"run {which}" if side == "airbench" else f"{which[0]} seed {which[1]}"
+        print(f"  {side} {what}: top-1 {res['top1']:.2f}%, {res['wall_s']:.0f} s wall", flush=True)
     shown = lambda cmd: " ".join(str(c) for c in cmd).replace(PY, "python").replace(str(tmp), "$TMP") \
         .replace(f"{ROOT}/", "")  # noqa: E731
     ab_cmd, ab_env = airbench_cmd(st, data)
     env = " ".join(f"{k}={v}" for k, v in ab_env.items() if k != "PYTHONUNBUFFERED")
     return {"settings": st, "runs": runs, "data": str(root) + (f" (first {st['per_class']} per class)"
                                                                  if st["per_class"] else ""),
-            "commands": {"airbench": f"{env} {shown(ab_cmd)}", "ours": shown(ours_cmd(st, data, ours_out, 0))}}
+            "commands": {"airbench": f"{env} {shown(ab_cmd)}",
+                         **{f"ours {r}": shown(ours_cmd(st, data, ours_out, r, 0)) for r in recipes_of(st)}}}
 
 
 # ---------------------------------------------------------------- report
@@ -212,45 +226,66 @@ def stats(values: list[float]) -> dict:
             "min": min(values), "n": len(values)}
 
 
+def ours_by_recipe(res: dict) -> dict[str, list[dict]]:
+    """Our runs grouped by recipe, in the record's recipe order."""
+    recipes = recipes_of(res["settings"])
+    return {r: [o for o in res["runs"]["ours"] if o.get("recipe", recipes[0]) == r] for r in recipes}
+
+
 def summary(res: dict) -> dict:
-    """Means over each side's runs, the wall ratio and whether the issue's primary target was met."""
-    a, o = res["runs"]["airbench"], res["runs"]["ours"]
-    out = {"airbench": {"top1": stats([r["top1"] for r in a]), "wall_s": stats([r["wall_s"] for r in a])},
-           "ours": {"top1": stats([r["top1"] for r in o]), "wall_s": stats([r["wall_s"] for r in o])}}
-    out["wall_ratio"] = out["ours"]["wall_s"]["mean"] / out["airbench"]["wall_s"]["mean"]
-    out["primary_met"] = out["ours"]["top1"]["mean"] >= out["airbench"]["top1"]["mean"] and out["wall_ratio"] <= 0.7
-    return out
+    """Means over each side's runs; for each of our recipes, the wall ratio and whether the issue's primary
+    target (airbench94's TTA top-1 in <= 0.7x its wall time) was met."""
+    a = res["runs"]["airbench"]
+    peer = {"top1": stats([r["top1"] for r in a]), "wall_s": stats([r["wall_s"] for r in a])}
+    ours = {}
+    for recipe, runs in ours_by_recipe(res).items():
+        o = {"top1": stats([r["top1"] for r in runs]), "wall_s": stats([r["wall_s"] for r in runs])}
+        o["wall_ratio"] = o["wall_s"]["mean"] / peer["wall_s"]["mean"]
+        o["primary_met"] = o["top1"]["mean"] >= peer["top1"]["mean"] and o["wall_ratio"] <= 0.7
+        ours[recipe] = o
+    return {"airbench": peer, "ours": ours}
 
 
 def render(res: dict) -> list[str]:
     s, st = summary(res), res["settings"]
-    a, o = s["airbench"], s["ours"]
+    a = s["airbench"]
     precisions = sorted({r["precision"] for r in res["runs"]["ours"]})
+    recipes = ", ".join(f"`{r}`" for r in recipes_of(st))
     lines = [f"Data: {res['data']}, train/ and test/ (both sides the same files; nothing is chosen on test). "
              "Wall: the whole process, start-up and JPEG decode inside. airbench94 unchanged through the "
-             f"shared CPU adapter, {st['precision']}; ours: `{st['recipe']}`, precision by its amp probe "
+             f"shared CPU adapter, {st['precision']}; ours: {recipes}, precision by its amp probe "
              f"({', '.join(precisions)}); {st['threads']} threads each.", "",
-             "| side | runs | test top-1, mean | std | min | wall s, mean |", "|---|---:|---:|---:|---:|---:|",
+             "| side | runs | test top-1, mean | std | min | wall s, mean | wall vs airbench94 |",
+             "|---|---:|---:|---:|---:|---:|---:|",
              f"| airbench94 (6-view TTA) | {a['top1']['n']} | {a['top1']['mean']:.2f}% | {a['top1']['std']:.2f} | "
-             f"{a['top1']['min']:.2f}% | {a['wall_s']['mean']:.0f} |",
-             f"| ours | {o['top1']['n']} | {o['top1']['mean']:.2f}% | {o['top1']['std']:.2f} | "
-             f"{o['top1']['min']:.2f}% | {o['wall_s']['mean']:.0f} |", "",
-             f"Ours / airbench94 wall time: {s['wall_ratio']:.2f}x; top-1 difference "
-             f"{o['top1']['mean'] - a['top1']['mean']:+.2f} points. Issue 28's primary target (airbench94's TTA "
-             f"top-1 in <= 0.7x its wall time): {'met' if s['primary_met'] else 'not met'}.", "",
-             "Every run (wall s: test top-1):", ""]
+             f"{a['top1']['min']:.2f}% | {a['wall_s']['mean']:.0f} | 1.00x |"]
+    for recipe, o in s["ours"].items():
+        lines.append(f"| ours, `{Path(recipe).stem}` | {o['top1']['n']} | {o['top1']['mean']:.2f}% | "
+                     f"{o['top1']['std']:.2f} | {o['top1']['min']:.2f}% | {o['wall_s']['mean']:.0f} | "
+                     f"{o['wall_ratio']:.2f}x |")
+    lines.append("")
+    for recipe, o in s["ours"].items():
+        lines.append(f"`{Path(recipe).stem}` / airbench94 wall time: {o['wall_ratio']:.2f}x; top-1 difference "
+                     f"{o['top1']['mean'] - a['top1']['mean']:+.2f} points. Issue 28's primary target (airbench94's "
+                     f"TTA top-1 in <= 0.7x its wall time): {'met' if o['primary_met'] else 'not met'}.")
+    lines += ["", "Every run (wall s: test top-1):", ""]
     for r in res["runs"]["airbench"]:
         curve = "; ".join(f"{e['wall_s']:.0f}: {e['val_top1']:.1f}" for e in r["epochs"])
         lines.append(f"- airbench94: {r['wall_s']:.0f}: {r['top1']:.2f} (TTA; without: {r['top1_no_tta']}); "
                      f"per epoch, no TTA: {curve}")
-    for r in res["runs"]["ours"]:
-        lines.append(f"- ours seed {r['seed']}: {r['wall_s']:.0f}: {r['top1']:.2f} ({r['precision']}, "
-                     f"{r['epochs']} epochs, {r['train_s']:.0f} s training)")
+    for recipe, runs in ours_by_recipe(res).items():
+        for r in runs:
+            lines.append(f"- `{Path(recipe).stem}` seed {r['seed']}: {r['wall_s']:.0f}: {r['top1']:.2f} "
+                         f"({r['precision']}, {r['epochs']} epochs, {r['train_s']:.0f} s training)")
     return lines + ["", "![test top-1 against wall time](benchmarks/results/airbench.png)"]
 
 
+OURS_STYLES = (("D", "#1f77b4"), ("s", "#2ca02c"), ("^", "#9467bd"), ("v", "#8c564b"))
+
+
 def plot(res: dict, path: Path) -> Path:
-    """Test top-1 against wall minutes: airbench94's per-epoch curve and TTA end point, our runs' end points."""
+    """Test top-1 against wall minutes: airbench94's per-epoch curve and TTA end point, our runs' end points
+    (one marker a recipe)."""
     fig = figure(6.4, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     for i, r in enumerate(res["runs"]["airbench"]):
@@ -258,9 +293,9 @@ def plot(res: dict, path: Path) -> Path:
                 color="#ff7f0e", alpha=0.6, label="airbench94 per epoch (no TTA)" if i == 0 else None)
         ax.plot([r["wall_s"] / 60], [r["top1"]], marker="*", ms=10, color="#ff7f0e", ls="none",
                 label="airbench94 final (TTA)" if i == 0 else None)
-    ours = res["runs"]["ours"]
-    ax.plot([r["wall_s"] / 60 for r in ours], [r["top1"] for r in ours], marker="D", ms=6, color="#1f77b4",
-            ls="none", label="ours, one point per seed (TTA)")
+    for (recipe, runs), (marker, colour) in zip(ours_by_recipe(res).items(), OURS_STYLES * 4):
+        ax.plot([r["wall_s"] / 60 for r in runs], [r["top1"] for r in runs], marker=marker, ms=6, color=colour,
+                ls="none", label=f"{Path(recipe).stem}, a point per seed (TTA)")
     ax.set_xlabel("wall time of the whole process, minutes")
     ax.set_ylabel("test top-1, %")
     ax.set_xlim(left=0)

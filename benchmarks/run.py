@@ -21,6 +21,8 @@ Sections (``--only`` picks a subset):
               checkout given by --timm-dir, its commit recorded; -j 1 and -j 2) vs reference.py,
               beside the ceiling: the bare model step on synthetic tensors (ceiling.py), bf16 and fp32
   eval        evaluate.py vs a reference eval loop, the whole test split
+  host_memory recipes/cifar10_speedrun_airbench.yaml for 3 epochs on 10,000 images with freed host memory
+              kept for reuse (runtime.reuse_freed_memory, the default on a CPU) vs glibc's default
   tta         time to accuracy (time_to_accuracy.py): recipes/cifar10_speedrun.yaml with
               schedule.budget_minutes (--tta-budget-minutes) vs timm's train.py on ResNet-20, the same
               train/val/test JPEGs; val top-1 every epoch against wall time, test top-1 of every epoch
@@ -38,6 +40,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
-SECTIONS = ("data", "data_large", "train", "eval", "tta", "airbench")
+SECTIONS = ("data", "data_large", "train", "eval", "host_memory", "tta", "airbench")
 
 
 def sh(cmd: list[str], cwd: Path = ROOT) -> tuple[str, float]:
@@ -278,6 +281,32 @@ def section_airbench(args, root: Path, tmp: Path) -> dict:
     return airbench.run_section(args, root, tmp, subset_folder, prefix="airbench-")
 
 
+HOST_MEMORY_RUN = ["recipes/cifar10_speedrun_airbench.yaml", "data.train_per_class=1000", "data.limit_eval=2000",
+                   "schedule.epochs=3", "model.stem_bias_epochs=1", "runtime.progress=false"]
+
+
+def section_host_memory(args, root: Path, tmp: Path) -> dict:
+    """The same short training run with runtime.reuse_freed_memory on (ours) and off (reference: glibc's
+    default, a fresh mmap per large block); img/s: training images over training seconds (summary.json)."""
+    cmds = {side: [PY, "train.py", *HOST_MEMORY_RUN, f"data.root={root}", f"runtime.out_dir={tmp}",
+                   f"runtime.run_name={side}", f"runtime.reuse_freed_memory={str(side == 'ours').lower()}"]
+            for side in ("ours", "reference")}
+
+    def side(name):
+        def go():
+            _, wall = sh(cmds[name])
+            summary = formats.read(tmp / name / "summary.json", formats.SUMMARY)
+            images = sum(summary["train_class_counts"].values()) * summary["epochs"]
+            shutil.rmtree(tmp / name)
+            return {"img_per_s": images / summary["train_time_s"], "wall_s": wall,
+                    "train_time_s": summary["train_time_s"]}
+        return go
+    runs = interleave({k: side(k) for k in cmds}, args.repeats, "host_memory")
+    return {"rows": [pair_rows(runs, "speednet_cifar training, freed memory reused (ours) vs glibc default")],
+            "runs": runs, "commands": {k: shown(c, tmp) for k, c in cmds.items()},
+            "settings": {"run": HOST_MEMORY_RUN}}
+
+
 def section_tta(args, root: Path, tmp: Path) -> dict:
     res = tta.run_section(args, root, tmp, subset_folder)
     tta.plot(res, Path(args.results) / "tta.png")
@@ -333,8 +362,10 @@ def render_train(res: dict) -> list[str]:
 TITLES = {"data": "Data pipeline, CIFAR-10 JPEG", "data_large": "Data pipeline, larger JPEGs",
           "train": "Training: train.py vs timm's train.py, with the ceiling", "eval": "Evaluation",
           "tta": "Time to accuracy: the speed recipe vs timm's train.py",
+          "host_memory": "Host memory reuse on a CPU (runtime.reuse_freed_memory)",
           "airbench": "Side by side with airbench94 on this CPU"}
 RENDER = {"data": render_pairs, "data_large": render_pairs, "train": render_train, "eval": render_pairs,
+          "host_memory": render_pairs,
           "tta": tta.render, "airbench": airbench.render}
 # sections whose chart is drawn from the record at every rendering (so it regenerates byte-identical)
 CHARTS = {"airbench": airbench.plot}

@@ -42,26 +42,35 @@ def test_a_shortened_smoke_run_scales_the_recipes_epoch_points(tmp_path):
     # model.stem_bias_epochs=3 of 9.9 epochs would be past the end of a 1-epoch smoke run (an error since epoch
     # points are checked): the smoke command carries it scaled, and the recipe then loads
     from trainkit.config.recipe import load_recipe
-    cmd = ab.ours_cmd({"recipe": ab.RECIPE, "epochs": 1.0, "threads": 2}, tmp_path, tmp_path / "runs", 0)
+    cmd = ab.ours_cmd({"recipes": [ab.RECIPE], "epochs": 1.0, "threads": 2}, tmp_path, tmp_path / "runs", ab.RECIPE, 0)
     assert "schedule.epochs=1" in cmd and "model.stem_bias_epochs=0" in cmd
     overrides = [a for a in cmd if "=" in a]
     assert load_recipe(ROOT / ab.RECIPE, overrides).model.stem_bias_epochs == 0
 
 
 def test_runs_alternate_between_the_sides():
-    st = {"airbench_runs": 2, "ours_seeds": [0, 1, 2]}
-    assert ab.schedule(st) == [("airbench", 0), ("ours", 0), ("airbench", 1), ("ours", 1), ("ours", 2)]
+    st = {"airbench_runs": 2, "ours_seeds": [0, 1, 2], "recipes": ["a.yaml"]}
+    assert ab.schedule(st) == [("airbench", 0), ("ours", ("a.yaml", 0)), ("airbench", 1), ("ours", ("a.yaml", 1)),
+                               ("ours", ("a.yaml", 2))]
+    # several recipes: each seed goes through every recipe before the next seed
+    st = {"airbench_runs": 1, "ours_seeds": [0, 1], "recipes": ["a.yaml", "b.yaml"]}
+    assert ab.schedule(st) == [("airbench", 0), ("ours", ("a.yaml", 0)), ("ours", ("b.yaml", 0)),
+                               ("ours", ("a.yaml", 1)), ("ours", ("b.yaml", 1))]
 
 
-def record(ours_top1: list[float], ours_wall: list[float]) -> dict:
+def record(ours_top1: list[float], ours_wall: list[float], fast: tuple[float, float] | None = None) -> dict:
     epochs = [{"epoch": 1, "wall_s": 300.0, "val_top1": 80.0, "train_s": 250.0},
               {"epoch": 2, "wall_s": 1100.0, "val_top1": 88.8, "train_s": 1000.0}]
     airbench = [{"epochs": epochs, "top1": t, "top1_no_tta": 88.8, "own_time_s": 1000.0, "wall_s": w,
                  "precision": "bf16"} for t, w in ((89.7, 1170.0), (89.8, 1150.0))]
-    ours = [{"seed": i, "top1": t, "wall_s": w, "epochs": 10, "precision": "bf16", "channels_last": True,
+    ours = [{"recipe": ab.RECIPE, "seed": i, "top1": t, "wall_s": w, "epochs": 10, "precision": "bf16", "channels_last": True,
              "numerics_probe": None, "train_s": w - 60, "samples": 10000, "recipe_hash": "x"}
             for i, (t, w) in enumerate(zip(ours_top1, ours_wall))]
-    st = {"adapter": "a", "recipe": ab.RECIPE, "per_class": None, "epochs": None, "ours_seeds": [0, 1],
+    recipes = [ab.RECIPE]
+    if fast is not None:   # a second recipe of ours in the same run
+        recipes.append("recipes/fast.yaml")
+        ours.append({**ours[0], "recipe": "recipes/fast.yaml", "top1": fast[0], "wall_s": fast[1]})
+    st = {"adapter": "a", "recipes": recipes, "per_class": None, "epochs": None, "ours_seeds": [0, 1],
           "airbench_runs": 2, "precision": "bf16", "threads": 2}
     return {"settings": st, "runs": {"airbench": airbench, "ours": ours}, "data": "cifar10-jpeg",
             "commands": {"airbench": "AB_DTYPE=bf16 python a", "ours": "python train.py"}, "section": "airbench",
@@ -83,11 +92,34 @@ def test_record_renders_both_rows_the_ratio_and_the_verdict_and_regenerates_iden
     text = run.render(results, tmp_path / "B.md")
     section = text.split("## Side by side with airbench94")[1].split("\n## ")[0]
     assert "| airbench94 (6-view TTA) | 2 | 89.75% | 0.07 | 89.70% | 1160 |" in section
-    assert f"| ours | 2 | {sum(ours_top1) / 2:.2f}% |" in section
+    assert f"| ours, `cifar10_speedrun_airbench` | 2 | {sum(ours_top1) / 2:.2f}% |" in section
     assert f"wall time: {ratio}" in section and f"<= 0.7x its wall time): {verdict}." in section
     png = (results / "airbench.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert run.render(results, tmp_path / "B2.md") == text and (results / "airbench.png").read_bytes() == png
+
+
+def test_each_recipe_of_ours_gets_its_row_ratio_and_verdict(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "airbench.json").write_text(json.dumps(record([90.0, 89.9], [1000.0, 1000.0], fast=(89.9, 760.0))))
+    section = run.render(results, tmp_path / "B.md").split("## Side by side with airbench94")[1].split("\n## ")[0]
+    assert "| ours, `cifar10_speedrun_airbench` | 2 | 89.95% |" in section and "| 0.86x |" in section
+    assert "| ours, `fast` | 1 | 89.90% | 0.00 | 89.90% | 760 | 0.66x |" in section
+    verdicts = [line for line in section.splitlines() if "primary target" in line]
+    assert len(verdicts) == 2 and verdicts[0].endswith("not met.") and verdicts[1].startswith("`fast`") \
+        and verdicts[1].endswith(": met.")
+
+
+def test_a_record_from_before_several_recipes_still_renders(tmp_path):
+    old = record([90.5, 90.4], [880.0, 890.0])
+    old["settings"] = {**{k: v for k, v in old["settings"].items() if k != "recipes"}, "recipe": ab.RECIPE}
+    for r in old["runs"]["ours"]:
+        del r["recipe"]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "airbench.json").write_text(json.dumps(old))
+    assert "| ours, `cifar10_speedrun_airbench` | 2 | 90.45% |" in run.render(results, tmp_path / "B.md")
 
 
 def test_committed_airbench_png_matches_its_record_when_there_is_one(tmp_path):
@@ -112,4 +144,5 @@ def test_smoke_mode_runs_both_sides_and_writes_the_record(tmp_path):
     res = json.loads((tmp_path / "airbench.json").read_text())
     assert len(res["runs"]["airbench"]) == 1 and len(res["runs"]["ours"]) == 1
     assert res["runs"]["ours"][0]["samples"] == 1100 and res["git_commit"] and res["machine"]
-    assert "| ours | 1 |" in (tmp_path / "B.md").read_text() and (tmp_path / "airbench.png").is_file()
+    assert "| ours, `cifar10_speedrun_airbench` | 1 |" in (tmp_path / "B.md").read_text()
+    assert (tmp_path / "airbench.png").is_file()
