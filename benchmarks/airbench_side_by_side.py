@@ -10,8 +10,9 @@ Also reachable as ``python benchmarks/run.py --only airbench`` (section ``airben
 - airbench: its ``train94`` unchanged, run through the shared CPU adapter (``--adapter``, default
   ``../shared/peers/airbench_cpu.py``: ``.cuda()`` mapped to the CPU, ``.half()`` to bf16 or fp32, the
   JPEG folder decoded to its tensors inside its process), ``--airbench-runs`` processes;
-- ours: ``train.py recipes/cifar10_speedrun_airbench.yaml`` (``--recipe``), one process per seed of
-  ``--ours-seeds``; its final figure is the summary's test top-1 (the recipe's 6-view TTA).
+- ours: ``train.py recipes/cifar10_speedrun_airbench.yaml`` (``--recipe``; several recipes, each its own row),
+  one process per recipe and seed of ``--ours-seeds``; the final figure is the summary's test top-1 (the
+  recipe's 6-view TTA).
 
 Both sides read the same ImageFolder (train/ and test/; ``--per-class`` N: symlinks to the first N
 JPEGs per class in both), train on all of train/ and report test/ (neither chooses anything on it).
