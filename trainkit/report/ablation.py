@@ -74,19 +74,28 @@ def _gain(a: float | None, b: float | None) -> str:
 
 def markdown_table(results: list[StepResult], *, seeds: list[int], header: str = "") -> str:
     """One row per cumulative step: top-1 mean ± sample std over seeds, gain vs previous
-    step and vs baseline (percentage points), mean training and wall time per run."""
+    step and vs baseline (percentage points), mean training and wall time per run, and the step's
+    price in time: its change of mean training minutes vs the previous step and the points it gains per
+    minute it adds (a negative minute count with a negative gain: points lost per minute saved)."""
     lines = [header, ""] if header else []
-    lines += ["| # | step | adds | val top-1 % (mean ± std) | gain vs prev | gain vs base | seeds | train s | wall s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| # | step | adds | val top-1 % (mean ± std) | gain vs prev | gain vs base | seeds | train s | wall s | "
+              "Δ train min vs prev | points per Δ min |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = results[0].mean if results else None
-    prev = None
+    prev = prev_train = None
     for i, r in enumerate(results):
         adds = " ".join(f"`{o}`" for o in r.step.overrides) or "—"
-        train = f"{statistics.fmean(r.train_s):.0f}" if r.train_s else ""
+        mean_train = statistics.fmean(r.train_s) if r.train_s else None
+        train = f"{mean_train:.0f}" if mean_train is not None else ""
         wall = f"{statistics.fmean(r.wall_s):.0f}" if r.wall_s else ""
+        minutes = (mean_train - prev_train) / 60 if i and None not in (mean_train, prev_train) else None
+        per_min = (r.mean - prev) / minutes if minutes and abs(minutes) >= 0.05 and None not in (r.mean, prev) \
+            else None
         lines.append(f"| {i} | {r.step.name} | {adds} | {_pm(r.mean, r.std)} | {_gain(r.mean, prev) if i else ''} | "
-                     f"{_gain(r.mean, base) if i else ''} | {len(r.top1)}/{len(seeds)} | {train} | {wall} |")
-        prev = r.mean
+                     f"{_gain(r.mean, base) if i else ''} | {len(r.top1)}/{len(seeds)} | {train} | {wall} | "
+                     f"{f'{minutes:+.1f}' if minutes is not None else ''} | "
+                     f"{f'{per_min:+.2f}' if per_min is not None else ''} |")
+        prev, prev_train = r.mean, mean_train
     failures = [f"- step {r.step.name}: {msg}" for r in results for msg in r.failed]
     if failures:
         lines += ["", "Failed runs:", *failures]
