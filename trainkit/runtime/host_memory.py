@@ -13,10 +13,7 @@ inherit it. The price: the process keeps its peak heap (up to the trim threshold
 from __future__ import annotations
 
 import ctypes
-import logging
 import platform
-
-log = logging.getLogger(__name__)
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
