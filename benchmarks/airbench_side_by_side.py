@@ -31,6 +31,7 @@ from it alone (``python benchmarks/run.py --render``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -169,8 +170,7 @@ def run_ours(st: dict, data: Path, out: Path, recipe: str, seed: int) -> dict:
     run_dir = out / run_name(recipe, seed)
     summary = formats.read(run_dir / "summary.json", formats.SUMMARY)
     res = {"recipe": recipe, "seed": seed, "top1": summary["top1"], "wall_s": round(wall, 1),
-           "epochs": summary["epochs"],
-           "precision": summary["precision"], "channels_last": summary["channels_last"],
+           "epochs": summary["epochs"], "precision": summary["precision"], "channels_last": summary["channels_last"],
            "numerics_probe": summary.get("numerics_probe"), "train_s": round(summary["train_time_s"], 1),
            "samples": summary["samples"], "recipe_hash": summary["recipe_hash"]}
     if not smoke(st):
@@ -294,7 +294,7 @@ def plot(res: dict, path: Path) -> Path:
                 color="#ff7f0e", alpha=0.6, label="airbench94 per epoch (no TTA)" if i == 0 else None)
         ax.plot([r["wall_s"] / 60], [r["top1"]], marker="*", ms=10, color="#ff7f0e", ls="none",
                 label="airbench94 final (TTA)" if i == 0 else None)
-    for (recipe, runs), (marker, colour) in zip(ours_by_recipe(res).items(), OURS_STYLES * 4):
+    for (recipe, runs), (marker, colour) in zip(ours_by_recipe(res).items(), itertools.cycle(OURS_STYLES)):
         ax.plot([r["wall_s"] / 60 for r in runs], [r["top1"] for r in runs], marker=marker, ms=6, color=colour,
                 ls="none", label=f"{Path(recipe).stem}, a point per seed (TTA)")
     ax.set_xlabel("wall time of the whole process, minutes")

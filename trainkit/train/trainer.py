@@ -357,7 +357,7 @@ class Trainer:
         self.logger.epoch(row)
         log.info("epoch %d/%d  loss %.4f  %s  %.0f img/s  %.1fs%s", epoch + 1, plan.epochs, stats.loss,
                  f"val top1 {val['top1']:.2f}%" if val else
-                 "val: the test pass below" if epoch + 1 == plan.epochs and plan.selected_on == "last" else "",
+                 "val: the test pass below" if epoch + 1 == plan.epochs else "",   # skipped: val is test
                  row["train_img_per_s"], stats.seconds,
                  f"  ({self.step.skipped_steps} non-finite steps skipped so far)" if self.step.skipped_steps else "")
         if self.step.stopping and epoch + 1 < plan.epochs:
