@@ -63,8 +63,8 @@ def record(ours_top1: list[float], ours_wall: list[float], fast: tuple[float, fl
               {"epoch": 2, "wall_s": 1100.0, "val_top1": 88.8, "train_s": 1000.0}]
     airbench = [{"epochs": epochs, "top1": t, "top1_no_tta": 88.8, "own_time_s": 1000.0, "wall_s": w,
                  "precision": "bf16"} for t, w in ((89.7, 1170.0), (89.8, 1150.0))]
-    ours = [{"recipe": ab.RECIPE, "seed": i, "top1": t, "wall_s": w, "epochs": 10, "precision": "bf16", "channels_last": True,
-             "numerics_probe": None, "train_s": w - 60, "samples": 10000, "recipe_hash": "x"}
+    ours = [{"recipe": ab.RECIPE, "seed": i, "top1": t, "wall_s": w, "epochs": 10, "precision": "bf16",
+             "channels_last": True, "numerics_probe": None, "train_s": w - 60, "samples": 10000, "recipe_hash": "x"}
             for i, (t, w) in enumerate(zip(ours_top1, ours_wall))]
     recipes = [ab.RECIPE]
     if fast is not None:   # a second recipe of ours in the same run

@@ -1,5 +1,6 @@
 """runtime.reuse_freed_memory: after trainkit.runtime.host_memory, a large block freed and allocated again
-is reused once the heap has settled (no fresh page faults), where glibc's default maps and faults it in anew every time."""
+is reused once the heap has settled (no fresh page faults), where glibc's default maps and faults it in anew
+every time."""
 
 from __future__ import annotations
 
