@@ -28,9 +28,9 @@ Sections (``--only`` picks a subset):
               train/val/test JPEGs; val top-1 every epoch against wall time, test top-1 of every epoch
               after the runs; the speed recipe's test top-1 at the budget (long: about
               budget + timm's run + the per-epoch test evaluations, per repeat)
-  airbench    airbench94 through the shared CPU adapter vs recipes/cifar10_speedrun_airbench.yaml, whole
-              process each, same data (airbench_side_by_side.py; --airbench-* options; long: about 20 min
-              per run, 2 airbench runs + 5 seeds of ours by default)
+  airbench    airbench94 through the shared CPU adapter vs recipes/cifar10_speedrun_airbench_fast.yaml, whole
+              process each, same data (airbench_side_by_side.py; --airbench-* options; long: 2 airbench
+              runs of 15-20 min + 5 seeds of ours of about 10 min on 2 cores by default)
 """
 
 from __future__ import annotations

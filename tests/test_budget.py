@@ -27,6 +27,25 @@ def test_epochs_within_takes_the_most_that_fit_counting_validations():
     assert epochs_within(100, costs, cap=5, eval_every=1) == 1          # not even one fits: one, with a warning
 
 
+def test_the_estimate_counts_the_validations_the_trainer_runs():
+    """A run whose val is the test split (selected_on last) skips its last val pass (the summary's test pass is
+    it): the budget counts what Trainer.validates_after runs, so such a run may fit one more epoch."""
+    from types import SimpleNamespace
+
+    from trainkit.train.trainer import Trainer
+    for epochs in range(1, 13):
+        for every in (1, 2, 3, 5, 10):
+            for selected_on in ("val", "last"):
+                fake = SimpleNamespace(plan=SimpleNamespace(epochs=epochs, selected_on=selected_on),
+                                       recipe=SimpleNamespace(train=SimpleNamespace(eval_every_epochs=every)))
+                runs = sum(Trainer.validates_after(fake, n) for n in range(1, epochs + 1))
+                assert validations(epochs, every, selected_on != "last") == runs, (epochs, every, selected_on)
+    costs = Costs(spent_s=100, epoch_s=60, val_s=30, final_s=20)
+    # every epoch validated: 100 + 90 n + 20 <= 560 -> 4; without the last pass 100 + 90 n - 30 + 20 <= 560 -> 5
+    assert epochs_within(560, costs, cap=50, eval_every=1) == 4
+    assert epochs_within(560, costs, cap=50, eval_every=1, validates_last=False) == 5
+
+
 def test_a_budget_never_decides_fewer_epochs_than_the_warmup_needs():
     # warmup_epochs < epochs is the recipe's own rule; a budget of 1 epoch with a 1-epoch warmup would
     # leave an lr that only rises and never decays

@@ -30,8 +30,8 @@ def stub(figures: dict[str, float], calls: list | None = None):
     return measure
 
 
-@pytest.mark.parametrize("figures, expected", [({"bf16": 100.0, "fp32": 200.0}, "fp32"),
-                                               ({"bf16": 300.0, "fp32": 200.0}, "bf16")])
+@pytest.mark.parametrize("figures, expected", [({"bf16": 100.0, "fp32": 120.0}, "fp32"),
+                                               ({"bf16": 130.0, "fp32": 100.0}, "bf16")])
 def test_probe_picks_the_faster_of_two_step_timings(figures, expected):
     calls: list = []
     got = decide(recipe("train.precision=amp", "runtime.channels_last=false"), CPU, measure=stub(figures, calls))
@@ -42,9 +42,22 @@ def test_probe_picks_the_faster_of_two_step_timings(figures, expected):
 
 
 def test_probe_reports_the_median_of_its_rounds():
-    timings = iter([10.0, 50.0, 1000.0, 60.0, 30.0, 70.0])   # bf16: 10, 1000, 30 -> 30; fp32: 50, 60, 70 -> 60
+    timings = iter([40.0, 50.0, 1000.0, 60.0, 30.0, 70.0])   # bf16: 40, 1000, 30 -> 40; fp32: 50, 60, 70 -> 60
     got = decide(recipe("train.precision=amp", "runtime.channels_last=true"), CPU, measure=lambda p, cl: next(timings))
-    assert got.precision == "fp32" and got.probe == {"bf16 channels_last": 30.0, "fp32 channels_last": 60.0}
+    assert got.precision == "fp32" and got.probe == {"bf16 channels_last": 40.0, "fp32 channels_last": 60.0}
+
+
+def test_a_decisive_round_ends_the_probe_early():
+    """bf16 at 2.9x fp32 (a 2-core Xeon with AVX512-BF16, or an AMD EPYC): one round decides, and the slow
+    fp32 steps the other rounds would time are not run; a spike in round 1 is not taken for a decision."""
+    calls: list = []
+    got = decide(recipe("train.precision=amp", "runtime.channels_last=false"), CPU,
+                 measure=stub({"bf16": 992.0, "fp32": 343.0}, calls))
+    assert got.precision == "bf16" and calls == [("bf16", False), ("fp32", False)]
+    # round 1: 992 vs 700 is 1.4x, not decisive; round 2: bf16's slowest (500) is not 1.5 x fp32's fastest (700)
+    timings = iter([992.0, 700.0, 500.0, 343.0, 343.0, 343.0])
+    got = decide(recipe("train.precision=amp", "runtime.channels_last=true"), CPU, measure=lambda p, cl: next(timings))
+    assert got.probe == {"bf16 channels_last": 500.0, "fp32 channels_last": 343.0}
 
 
 def test_channels_last_auto_is_decided_by_the_same_probe():

@@ -209,3 +209,19 @@ def test_runs_of_other_precision_or_machine_are_other_rows():
     same = {**twin, "precision": "bf16"}
     assert len([line for line in results_markdown([one, same], {}).splitlines()
                 if line.startswith("| <a id=")]) == 1, "seeds of one recipe, precision and machine fold"
+
+
+def test_one_recipe_on_one_data_set_at_two_spellings_of_its_root_is_one_row():
+    """The side-by-side benchmark passes data.root resolved, a user ../shared/...: one data set, one row; a
+    value that changes what is trained still splits the row."""
+    records = [r for r in read_records(RECORDS_DIR) if not r.get("ablation") and r.get("recipe_values")]
+    one = next(r for r in records if (r["recipe_values"].get("data") or {}).get("root"))
+    values = one["recipe_values"]
+    moved = {**one, "seed": 99, "record_file": "x/" + one["record_file"],
+             "recipe_values": {**values, "data": {**values["data"], "root": "/elsewhere/" + one["dataset_id"]}}}
+    rows = lambda recs: [line for line in results_markdown(recs, {}).splitlines()  # noqa: E731
+                         if line.startswith("| <a id=")]
+    assert len(rows([one, moved])) == 1
+    other = {**moved, "recipe_values": {**moved["recipe_values"],
+                                        "model": {**(values.get("model") or {}), "name": "another_net"}}}
+    assert len(rows([one, other])) == 2

@@ -59,15 +59,17 @@ def row_key(record: dict) -> tuple:
 
 
 def trained_identity(record: dict) -> str | None:
-    """The recipe hash without ``train.seed``: what the record's ``recipe_values`` (the values its hash covers)
-    say was trained, less the seed that rows fold over. None for a record without them (then the recipe file
-    and variant tell rows apart)."""
+    """The recipe hash without ``train.seed`` and ``data.root``: what the record's ``recipe_values`` (the values
+    its hash covers) say was trained, less the seed that rows fold over and the spelling of where the data
+    lives (``../shared/x`` and ``/work/shared/x`` are one data set; its id keys the row, as records.NOT_VARIANT
+    has it). None for a record without them (then the recipe file and variant tell rows apart)."""
     values = record.get("recipe_values")
     if not isinstance(values, dict):
         return None
-    train = {k: v for k, v in (values.get("train") or {}).items() if k != "seed"}
-    seedless = {**values, "train": train} if train else {k: v for k, v in values.items() if k != "train"}
-    return hashlib.sha256(json.dumps(seedless, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    kept = {section: {k: v for k, v in keys.items() if f"{section}.{k}" not in ("train.seed", "data.root")}
+            if isinstance(keys, dict) else keys for section, keys in values.items()}
+    kept = {section: keys for section, keys in kept.items() if keys != {} or values[section] == {}}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
 def untraced(record: dict) -> bool:

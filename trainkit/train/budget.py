@@ -47,18 +47,24 @@ class Costs:
     final_s: float      # the summary's test evaluation (decode included)
 
 
-def validations(epochs: int, eval_every: int) -> int:
-    """How many validations ``epochs`` epochs run: every ``eval_every`` epochs, and after the last."""
+def validations(epochs: int, eval_every: int, validates_last: bool = True) -> int:
+    """How many validations ``epochs`` epochs run, as Trainer.validates_after decides them: every ``eval_every``
+    epochs, and after the last unless ``validates_last`` is False (val is the test split, selected_on "last":
+    the summary's test pass is that last validation)."""
+    if not validates_last:
+        return (epochs - 1) // eval_every
     return epochs // eval_every + (epochs % eval_every != 0)
 
 
-def estimate_s(epochs: int, costs: Costs, eval_every: int) -> float:
-    return costs.spent_s + epochs * costs.epoch_s + validations(epochs, eval_every) * costs.val_s + costs.final_s
+def estimate_s(epochs: int, costs: Costs, eval_every: int, validates_last: bool = True) -> float:
+    return (costs.spent_s + epochs * costs.epoch_s + validations(epochs, eval_every, validates_last) * costs.val_s
+            + costs.final_s)
 
 
-def epochs_within(budget_s: float, costs: Costs, *, cap: int, eval_every: int, least: int = 1) -> int:
+def epochs_within(budget_s: float, costs: Costs, *, cap: int, eval_every: int, least: int = 1,
+                  validates_last: bool = True) -> int:
     """The most epochs (least..cap) whose estimate fits ``budget_s``; ``least`` when not even that many fit."""
-    fits = [n for n in range(least, cap + 1) if estimate_s(n, costs, eval_every) <= budget_s]
+    fits = [n for n in range(least, cap + 1) if estimate_s(n, costs, eval_every, validates_last) <= budget_s]
     return max(fits, default=least)
 
 
@@ -83,12 +89,15 @@ def costs_for(plan, *, spent_s: float, step_img_per_s: float, decode_s_per_image
 def decide(budget_minutes: float, plan, costs: Costs, *, cap: int, eval_every: int,
            step_img_per_s: float, least: int = 1) -> dict:
     """The budget decision as recorded in plan.json (``Plan.budget``); ``least``: :func:`least_epochs`."""
-    epochs = epochs_within(budget_minutes * 60, costs, cap=cap, eval_every=eval_every, least=least)
+    last = plan.selected_on != "last"   # a run whose val is the test split skips its last val pass
+    epochs = epochs_within(budget_minutes * 60, costs, cap=cap, eval_every=eval_every, least=least,
+                           validates_last=last)
+    estimate = estimate_s(epochs, costs, eval_every, last)
     record = {"minutes": budget_minutes, "epochs": epochs, "cap_epochs": cap, "source": "estimate",
-              "estimate_s": round(estimate_s(epochs, costs, eval_every), 1), "step_img_per_s": round(step_img_per_s, 1),
+              "estimate_s": round(estimate, 1), "step_img_per_s": round(step_img_per_s, 1),
               "loop_efficiency": LOOP_EFFICIENCY, "eval_speedup": EVAL_SPEEDUP,
               **{k: round(v, 2) for k, v in asdict(costs).items()}}
-    if estimate_s(epochs, costs, eval_every) > budget_minutes * 60:
+    if estimate > budget_minutes * 60:
         log.warning("budget: %g min is too short for even %d epoch(s), the fewest the schedule allows (estimate "
                     "%.0f s); running %d", budget_minutes, epochs, record["estimate_s"], epochs)
     return record
