@@ -42,13 +42,16 @@ def test_markdown_table_mean_std_and_gains():
 def test_markdown_table_prices_each_step_in_points_per_minute():
     rows = [StepResult(Step("baseline", ()), [90.5, 90.7], [600, 600], [700, 700]),
             StepResult(Step("low res", ("multiscale.progressive.start_px=24",)), [90.3, 90.3], [420, 420], [520, 520]),
-            StepResult(Step("same time", ("x=1",)), [90.4, 90.4], [421, 421], [521, 521])]
+            StepResult(Step("same time", ("x=1",)), [90.4, 90.4], [421, 421], [521, 521]),
+            StepResult(Step("noisy", ("y=1",)), [80.0, 80.2], [400, 430], [500, 530])]
     table = markdown_table(rows, seeds=[0, 1])
     assert "| 0 | baseline | — | 90.60 ± 0.14 |  |  | 2/2 | 600 | 700 |  |  |" in table
     # 3 training minutes saved for 0.30 points: 0.10 points lost per minute saved
     assert "| -0.30 | -0.30 | 2/2 | 420 | 520 | -3.0 | +0.10 |" in table
     # a step that does not move the time has no price per minute (no division by ~0)
     assert "| +0.10 | -0.20 | 2/2 | 421 | 521 | +0.0 |  |" in table
+    # 6 s saved, within the seeds' spread of training time (21 s): -10 points are not priced per minute saved
+    assert "| -10.30 | -10.50 | 2/2 | 415 | 515 | -0.1 |  |" in table
 
 
 def test_bad_step_key_fails_before_training(tmp_path):

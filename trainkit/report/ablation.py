@@ -72,30 +72,37 @@ def _gain(a: float | None, b: float | None) -> str:
     return "" if a is None or b is None else f"{a - b:+.2f}"
 
 
+def _spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def markdown_table(results: list[StepResult], *, seeds: list[int], header: str = "") -> str:
     """One row per cumulative step: top-1 mean ± sample std over seeds, gain vs previous
     step and vs baseline (percentage points), mean training and wall time per run, and the step's
     price in time: its change of mean training minutes vs the previous step and the points it gains per
-    minute it adds (a negative minute count with a negative gain: points lost per minute saved)."""
+    minute it adds (a negative minute count with a negative gain: points lost per minute saved). A time change
+    within the seeds' spread of training time (the two steps' sample stds added, at least 3 s) has no price:
+    dividing a gain by run-to-run noise gives numbers like +90 points per minute for a step that loses 13."""
     lines = [header, ""] if header else []
     lines += ["| # | step | adds | val top-1 % (mean ± std) | gain vs prev | gain vs base | seeds | train s | wall s | "
               "Δ train min vs prev | points per Δ min |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = results[0].mean if results else None
     prev = prev_train = None
+    prev_train_s: list[float] = []
     for i, r in enumerate(results):
         adds = " ".join(f"`{o}`" for o in r.step.overrides) or "—"
         mean_train = statistics.fmean(r.train_s) if r.train_s else None
         train = f"{mean_train:.0f}" if mean_train is not None else ""
         wall = f"{statistics.fmean(r.wall_s):.0f}" if r.wall_s else ""
         minutes = (mean_train - prev_train) / 60 if i and None not in (mean_train, prev_train) else None
-        per_min = (r.mean - prev) / minutes if minutes and abs(minutes) >= 0.05 and None not in (r.mean, prev) \
-            else None
+        priced = minutes is not None and abs(minutes) * 60 > max(3.0, _spread(r.train_s) + _spread(prev_train_s))
+        per_min = (r.mean - prev) / minutes if priced and None not in (r.mean, prev) else None
         lines.append(f"| {i} | {r.step.name} | {adds} | {_pm(r.mean, r.std)} | {_gain(r.mean, prev) if i else ''} | "
                      f"{_gain(r.mean, base) if i else ''} | {len(r.top1)}/{len(seeds)} | {train} | {wall} | "
                      f"{f'{minutes:+.1f}' if minutes is not None else ''} | "
                      f"{f'{per_min:+.2f}' if per_min is not None else ''} |")
-        prev, prev_train = r.mean, mean_train
+        prev, prev_train, prev_train_s = r.mean, mean_train, r.train_s
     failures = [f"- step {r.step.name}: {msg}" for r in results for msg in r.failed]
     if failures:
         lines += ["", "Failed runs:", *failures]

@@ -89,10 +89,10 @@ def costs_for(plan, *, spent_s: float, step_img_per_s: float, decode_s_per_image
 def decide(budget_minutes: float, plan, costs: Costs, *, cap: int, eval_every: int,
            step_img_per_s: float, least: int = 1) -> dict:
     """The budget decision as recorded in plan.json (``Plan.budget``); ``least``: :func:`least_epochs`."""
-    last = plan.selected_on != "last"   # a run whose val is the test split skips its last val pass
+    validates_last = plan.selected_on != "last"   # a run whose val is the test split skips its last val pass
     epochs = epochs_within(budget_minutes * 60, costs, cap=cap, eval_every=eval_every, least=least,
-                           validates_last=last)
-    estimate = estimate_s(epochs, costs, eval_every, last)
+                           validates_last=validates_last)
+    estimate = estimate_s(epochs, costs, eval_every, validates_last)
     record = {"minutes": budget_minutes, "epochs": epochs, "cap_epochs": cap, "source": "estimate",
               "estimate_s": round(estimate, 1), "step_img_per_s": round(step_img_per_s, 1),
               "loop_efficiency": LOOP_EFFICIENCY, "eval_speedup": EVAL_SPEEDUP,
