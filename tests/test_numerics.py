@@ -60,6 +60,15 @@ def test_a_decisive_round_ends_the_probe_early():
     assert got.probe == {"bf16 channels_last": 500.0, "fp32 channels_last": 343.0}
 
 
+def test_the_probe_leaves_the_runs_random_state_alone():
+    """The probe builds a model and runs steps with dropout; how many depends on the machine's timings (a
+    decisive round stops early), so it draws from a forked RNG: the run's init is the same however it went."""
+    state = torch.get_rng_state()
+    got = numerics.decide_for_run(recipe("train.precision=amp", "runtime.channels_last=false"), CPU, batch=8,
+                                  num_classes=10, in_chans=1, run_steps=10**6, saved=None, is_main=True)
+    assert got.source == "probe" and torch.equal(torch.get_rng_state(), state)
+
+
 def test_channels_last_auto_is_decided_by_the_same_probe():
     got = decide(recipe("train.precision=bf16", "runtime.channels_last=auto"), CPU, measure=stub({"bf16": 100.0}))
     assert (got.precision, got.channels_last, got.source) == ("bf16", True, "probe")

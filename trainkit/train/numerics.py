@@ -174,8 +174,11 @@ def decide_for_run(recipe: Recipe, device: torch.device, *, batch: int, num_clas
     if is_main:
         numerics = decide(recipe, device, saved=saved, run_steps=run_steps)   # no probe needed?
         if numerics is None:
-            timer = StepTimer(recipe, batch=batch, num_classes=num_classes, in_chans=in_chans, device=device)
-            numerics = decide(recipe, device, measure=timer, saved=saved, run_steps=run_steps)
+            # The probe's throw-away model and its dropout draw from a forked RNG: the run's initialisation and data
+            # order never depend on whether, or for how many rounds (PROBE_DECISIVE_RATIO), the probe ran.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                timer = StepTimer(recipe, batch=batch, num_classes=num_classes, in_chans=in_chans, device=device)
+                numerics = decide(recipe, device, measure=timer, saved=saved, run_steps=run_steps)
     return broadcast_from_main(numerics)
 
 
