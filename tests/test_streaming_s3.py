@@ -106,8 +106,9 @@ def test_a_killed_run_from_s3_resumes_to_the_uninterrupted_weights(s3, tmp_path)
     rows = [json.loads(ln) for ln in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     again = [json.loads(ln) for ln in (killed / "metrics.jsonl").read_text().splitlines()]
     # Each epoch's val numbers too (the resumed epoch's train_loss covers only its remaining steps).
-    assert [(r["epoch"], r["val_loss"], r["val_top1"]) for r in rows] == \
-        [(r["epoch"], r["val_loss"], r["val_top1"]) for r in again]
+    # (a run whose val is the test split has no val pass after its last epoch: the summary's test pass is it)
+    assert [(r["epoch"], r.get("val_loss"), r.get("val_top1")) for r in rows] == \
+        [(r["epoch"], r.get("val_loss"), r.get("val_top1")) for r in again]
     print(f"s3: uninterrupted run {straight_s:.0f} s; killed at optimizer step "
           f"{saved['train_step']['optimizer_steps']} (epoch {saved['epoch'] + 1}), resumed to the same weights")
 

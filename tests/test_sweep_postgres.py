@@ -266,3 +266,20 @@ def test_the_budget_goes_to_the_lowest_trial_numbers(tmp_path):
     assert budget_left_for(study, 4, 3)                    # places: 0, 2 -> trial 4 is the third
     assert not budget_left_for(study, 4, 2)
     assert counted(study.get_trials()) == 1                # 0 only: 1 was re-run, 3 never ran
+
+
+def test_a_schema_created_by_another_worker_at_the_same_moment_is_opened(monkeypatch, tmp_path):
+    """Two workers creating the schema at once: PostgreSQL fails one CREATE TABLE on pg_type's unique index
+    (seen in CI); the loser opens the schema the winner made instead of exiting."""
+    from sqlalchemy.exc import IntegrityError
+
+    from trainkit.sweep import study
+    real, calls = study.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("CREATE TABLE studies", {}, Exception('duplicate key "pg_type_typname_nsp_index"'))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(study, "RDBStorage", racing)
+    assert study.open_storage(f"sqlite:///{tmp_path / 'race.db'}") is not None and len(calls) == 2

@@ -74,6 +74,22 @@ def is_shared(url: str | None) -> bool:
     return url is not None
 
 
+def _create_storage(url: str, kwargs: dict, grace_s: int, attempts: int = 3) -> RDBStorage:
+    """RDBStorage, tried again when another worker created the schema at the same moment: PostgreSQL's
+    concurrent CREATE TABLE fails one of them on a unique index (pg_type) although the schema is then there."""
+    from sqlalchemy.exc import IntegrityError
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace_s // 6),
+                              grace_period=grace_s,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, grace_s: int = GRACE_S) -> RDBStorage:
     """The study database; a missing driver or an unreachable server is one error line."""
     kwargs = {}
@@ -89,8 +105,7 @@ def open_storage(url: str, grace_s: int = GRACE_S) -> RDBStorage:
         kwargs = {"pool_pre_ping": True, **timeout}
     where = f"--storage {shown_url(url)}"
     try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace_s // 6), grace_period=grace_s,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        return _create_storage(url, kwargs, grace_s)
     except ImportError as err:
         module = getattr(err.__cause__, "name", None) or "?"
         hint = f"; install it with: {DRIVERS[module]}" if module in DRIVERS else ""
