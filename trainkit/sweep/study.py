@@ -78,16 +78,16 @@ def _create_storage(url: str, kwargs: dict, grace_s: int, attempts: int = 3) -> 
     """RDBStorage, tried again when another worker created the schema at the same moment: PostgreSQL's
     concurrent CREATE TABLE fails one of them on a unique index (pg_type) although the schema is then there."""
     from sqlalchemy.exc import IntegrityError
-    for attempt in range(attempts):
+
+    def create() -> RDBStorage:
+        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace_s // 6), grace_period=grace_s,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    for attempt in range(attempts - 1):
         try:
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace_s // 6),
-                              grace_period=grace_s,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+            return create()
         except IntegrityError:
-            if attempt == attempts - 1:
-                raise
             time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return create()   # the last try's error is the user's one line
 
 
 def open_storage(url: str, grace_s: int = GRACE_S) -> RDBStorage:
