@@ -31,6 +31,7 @@ import optuna
 import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import IntegrityError   # optuna's RDBStorage is built on SQLAlchemy
 
 from trainkit.config import formats
 from trainkit.config.schema import RecipeError
@@ -77,8 +78,6 @@ def is_shared(url: str | None) -> bool:
 def _create_storage(url: str, kwargs: dict, grace_s: int, attempts: int = 3) -> RDBStorage:
     """RDBStorage, tried again when another worker created the schema at the same moment: PostgreSQL's
     concurrent CREATE TABLE fails one of them on a unique index (pg_type) although the schema is then there."""
-    from sqlalchemy.exc import IntegrityError
-
     def create() -> RDBStorage:
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, grace_s // 6), grace_period=grace_s,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
